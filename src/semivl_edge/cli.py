@@ -1,0 +1,56 @@
+"""`semivl-edge`: the command-line tools beside the DVC stages (model summary, benchmarks, stages)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import PipelineError
+from .pipeline import STAGES, configure_logging
+
+# command words -> module with `add_arguments(parser)` and `run(args)`, plus a one-line help.
+COMMANDS = {
+    ("summary",): ("semivl_edge.model.summary", "Parameter counts and GFLOPs of a SemiVL model (no download needed)."),
+    ("bench", "model"): ("semivl_edge.model.bench", "CPU latency of one eager fp32 forward pass (paper setting and embedded default)."),
+    ("bench", "deploy"): ("semivl_edge.export.bench_deploy", "Export a model and time eager, TorchScript and mobile artifacts per window on the CPU."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semivl-edge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stage = sub.add_parser("stage", help="Run one pipeline stage (what `dvc repro` calls).")
+    stage.add_argument("name", choices=sorted(STAGES))
+    stage.add_argument("--params", default="params.yaml")
+
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for words, (module_name, help_text) in COMMANDS.items():
+        target = sub
+        for word in words[:-1]:
+            if word not in groups:
+                groups[word] = sub.add_parser(word, help=f"{word} commands").add_subparsers(dest=f"{word}_command", required=True)
+            target = groups[word]
+        command = target.add_parser(words[-1], help=help_text, description=help_text)
+        command.set_defaults(module=module_name)
+        importlib.import_module(module_name).add_arguments(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "stage":
+        from .pipeline import main as stage_main
+
+        stage_main(args.name, ["--params", args.params])
+        return
+    configure_logging()
+    try:
+        importlib.import_module(args.module).run(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
