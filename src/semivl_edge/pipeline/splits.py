@@ -1,0 +1,86 @@
+"""Stage `splits`: data/splits/{labeled,unlabeled,val}.txt and reports/metrics/splits.json.
+
+The root comes from data/dataset.json (stage `dataset`). Labeled ids are drawn from the `train` list by
+split.seed (or read from split.labeled_file); unlabeled = the train_aug pool minus the labeled ids.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from ..atomic import atomic_dir, write_metrics
+from ..data.manifest import MANIFEST, read_manifest
+from ..data.progress import progress_bar
+from ..data.splits import Splits, draw_labeled, make_splits, pixel_share
+from ..data.voc import VOCLayout, VOCLists, read_ids, read_lists
+from ..errors import PipelineError
+from ..params import Params
+
+log = logging.getLogger(__name__)
+
+SPLITS_DIR = Path("data/splits")
+METRICS = Path("reports/metrics/splits.json")
+
+
+def choose_labeled(params: Params, lists: VOCLists, layout: VOCLayout) -> list[str]:
+    labeled_file = params.get_optional_str("split.labeled_file")
+    count = params.get_int("split.labeled", min=1)
+    seed = params.get_int("split.seed", min=0)
+    train_path = layout.list_path("train")
+    if labeled_file is not None:
+        ids = read_ids(labeled_file)  # duplicates and a missing file are errors there
+        if not ids:
+            raise PipelineError(f"split.labeled_file: {labeled_file} holds no ids")
+        pool = set(lists.train)
+        outside = next((i for i in ids if i not in pool), None)
+        if outside is not None:
+            raise PipelineError(
+                f"split.labeled_file: id {outside} in {labeled_file} is not in the labeled pool {train_path}"
+            )
+        if len(ids) != count:
+            log.info("split.labeled_file gives %d labeled ids; split.labeled (%d) is not used", len(ids), count)
+        return ids
+    if count > len(lists.train):
+        raise PipelineError(
+            f"split.labeled: {count} is larger than the labeled pool ({len(lists.train)} ids in {train_path})"
+        )
+    return draw_labeled(lists.train, count, seed)
+
+
+def split_metrics(splits: Splits, layout: VOCLayout, class_names: list[str]) -> dict:
+    """Counts, and how the labeled set's class pixel share compares with val's (small labeled sets miss classes)."""
+    shares = {}
+    for name, ids in (("labeled", splits.labeled), ("val", splits.val)):
+        share = pixel_share([layout.mask_path(i) for i in ids], len(class_names), progress_bar(f"{name} masks"))
+        shares[name] = {cls: round(float(s), 6) for cls, s in zip(class_names, share)}
+    return {
+        "labeled": len(splits.labeled),
+        "unlabeled": len(splits.unlabeled),
+        "val": len(splits.val),
+        "labeled_classes_present": sum(1 for s in shares["labeled"].values() if s > 0),
+        "class_pixel_share": shares,
+    }
+
+
+def run(params: Params) -> None:
+    # A failed run must not leave split files that look valid.
+    shutil.rmtree(SPLITS_DIR, ignore_errors=True)
+    METRICS.unlink(missing_ok=True)
+
+    manifest = read_manifest()
+    layout = VOCLayout(manifest["root"])
+    if not layout.root.is_dir():
+        raise PipelineError(f"{MANIFEST}: root {layout.root} is not a directory (re-run the `dataset` stage)")
+    lists = read_lists(layout)
+    labeled = choose_labeled(params, lists, layout)
+    splits = make_splits(lists, labeled)
+    if not splits.unlabeled:
+        log.warning("no unlabeled images: every pool image is labeled")
+    metrics = split_metrics(splits, layout, list(manifest["class_names"]))
+
+    with atomic_dir(SPLITS_DIR) as tmp:
+        for name in ("labeled", "unlabeled", "val"):
+            (tmp / f"{name}.txt").write_text("".join(f"{i}\n" for i in getattr(splits, name)))
+    write_metrics("splits", metrics)
+    log.info("splits: %d labeled, %d unlabeled, %d val", metrics["labeled"], metrics["unlabeled"], metrics["val"])
