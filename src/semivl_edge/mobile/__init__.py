@@ -1,0 +1,1 @@
+"""Android benchmarking over adb: device discovery, benchmark binaries, timing parsers."""

@@ -1,0 +1,152 @@
+"""Assemble reports/comparison.{md,csv} and reports/plots/*.png from the evaluation stages' outputs."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..atomic import atomic_path
+from ..data.classes import IGNORE_INDEX
+from ..data.voc import VOCLayout, read_image, read_mask
+from ..errors import PipelineError
+from ..evaluation.evaluate import PREDICTIONS_DIR
+from .comparison import (
+    ComparisonRow, build_rows, load_metrics, measured_table, per_class_table, reference_table, rows_to_csv,
+)
+from .plots import colorize, latency_plot, per_class_iou_plot, qualitative_plot
+
+log = logging.getLogger(__name__)
+
+METRICS = {"eval_gpu": "reports/metrics/eval_gpu.json", "eval_cpu": "reports/metrics/eval_cpu.json",
+           "mobile": "reports/metrics/mobile.json"}
+PLOTS = {"per_class": "reports/plots/per_class_iou.png", "latency": "reports/plots/latency.png",
+         "qualitative": "reports/plots/qualitative.png"}
+MARKDOWN = "reports/comparison.md"
+CSV = "reports/comparison.csv"
+MANIFEST = "data/dataset.json"
+
+
+@dataclass(frozen=True)
+class ReportOutputs:
+    markdown: Path
+    csv: Path
+    plots: list[Path]
+    rows: list[ComparisonRow]
+
+
+def _per_class(metrics: dict, key: str) -> dict:
+    if key.startswith("mobile/"):
+        return metrics["mobile"]["artifacts"][key.split("/", 1)[1]].get("per_class_iou", {})
+    return metrics[key].get("per_class_iou", {})
+
+
+def _palette(png: Path) -> np.ndarray:
+    """The [256, 3] class palette stored in a prediction PNG (written by evaluation.evaluate)."""
+    flat = Image.open(png).getpalette() or []  # PIL may keep only the entries in use
+    palette = np.asarray((flat + [0] * 768)[:768], dtype=np.uint8).reshape(256, 3).copy()
+    palette[IGNORE_INDEX] = (255, 255, 255)  # ignored ground-truth pixels shown white
+    return palette
+
+
+def qualitative_samples(root: Path, rows: list[ComparisonRow]) -> list:
+    """(id, image, ground truth, [(runtime, prediction)]) for the ids whose predictions eval_gpu kept."""
+    measured = [r for r in rows if not r.is_reference]
+    first_dir = root / "reports" / measured[0].metrics_key / PREDICTIONS_DIR
+    ids = sorted(p.stem for p in first_dir.glob("*.png")) if first_dir.is_dir() else []
+    if not ids:
+        return []
+    manifest_path = root / MANIFEST
+    try:
+        voc_root = Path(json.loads(manifest_path.read_text())["root"])
+    except (OSError, ValueError, KeyError):
+        raise PipelineError(f"{manifest_path}: cannot read the dataset root for the qualitative panels") from None
+    layout = VOCLayout(voc_root if voc_root.is_absolute() else root / voc_root)
+    palette = _palette(first_dir / f"{ids[0]}.png")
+    samples = []
+    for image_id in ids:
+        predictions = []
+        for row in measured:
+            png = root / "reports" / row.metrics_key / PREDICTIONS_DIR / f"{image_id}.png"
+            if png.is_file():
+                predictions.append((row.runtime, colorize(np.asarray(Image.open(png)), palette)))
+        gt = colorize(read_mask(layout.mask_path(image_id)), palette)
+        samples.append((image_id, read_image(layout.image_path(image_id)), gt, predictions))
+    return samples
+
+
+def markdown(rows: list[ComparisonRow], metrics: dict, class_names: list[str], per_class: dict, plots: dict) -> str:
+    measured = [r for r in rows if not r.is_reference]
+    reference = [r for r in rows if r.is_reference]
+    gpu, mobile = metrics["eval_gpu"], metrics["mobile"]
+    window = mobile.get("windowing", {})
+    lines = [
+        "# SemiVL edge: runtime comparison",
+        "",
+        f"Validation set: {gpu.get('images', 'n/a')} images ({gpu.get('dataset', 'unknown')} dataset). "
+        "mIoU: intersection and union summed over the whole set, label 255 ignored. "
+        "Latency: p50 over timed calls after warm-up; per window = one network pass.",
+        "",
+        "## Measured in this pipeline",
+        "",
+        *measured_table(measured),
+        "",
+        "Notes:",
+        f"- PyTorch row: {gpu.get('device')}" + (" -- no GPU was present, this is a CPU run." if not gpu.get("cuda") else "."),
+        "- Mobile rows: latency per window measured "
+        + (f"on the phone {mobile.get('device')} over adb" if mobile.get("target") == "adb"
+           else f"on the {mobile.get('device')} -- host CPU, not a phone (no Android device was used)")
+        + f"; their mIoU is computed on the host through the same runtimes, sliding {window.get('window', '?')} px "
+        f"windows (stride {window.get('stride', '?')}, short side {window.get('short_side', '?')}).",
+        "- Size: file size in MB (10^6 bytes).",
+        "",
+        "## Reference: the porting study (not measured here)",
+        "",
+        "Reference numbers published by the porting study (Pascal VOC val, 92 labels, ViT-B/16 at 512 px), "
+        "not measured here. Its phone app resized inputs to 300x300 outside the model. They are context, "
+        "not comparable one-to-one with the rows above (other data, model size and input size).",
+        "",
+        *reference_table(reference),
+        "",
+        "## Per-class IoU (%)",
+        "",
+        *per_class_table(class_names, per_class),
+        "",
+        "## Plots",
+        "",
+    ]
+    for title, key in (("Per-class IoU", "per_class"), ("Latency", "latency"), ("Predictions", "qualitative")):
+        if key in plots:
+            lines.append(f"![{title}](plots/{Path(plots[key]).name})")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def build_report(root: str | Path = ".") -> ReportOutputs:
+    root = Path(root)
+    metrics = {key: load_metrics(root / path) for key, path in METRICS.items()}
+    rows = build_rows(metrics["eval_gpu"], metrics["eval_cpu"], metrics["mobile"],
+                      {key: str(path) for key, path in METRICS.items()})
+    measured = [r for r in rows if not r.is_reference]
+    class_names = list(metrics["eval_gpu"].get("per_class_iou", {}))
+    per_class = {row.runtime: _per_class(metrics, row.metrics_key) for row in measured}
+
+    written = {}
+    per_class_iou_plot(root / PLOTS["per_class"], class_names, per_class)
+    written["per_class"] = root / PLOTS["per_class"]
+    latency_plot(root / PLOTS["latency"], rows)
+    written["latency"] = root / PLOTS["latency"]
+    samples = qualitative_samples(root, rows)
+    if not samples:
+        log.warning("no saved predictions (eval.qualitative is 0?): the qualitative figure says so")
+    qualitative_plot(root / PLOTS["qualitative"], samples)
+    written["qualitative"] = root / PLOTS["qualitative"]
+
+    with atomic_path(root / CSV) as tmp:
+        tmp.write_text(rows_to_csv(rows))
+    with atomic_path(root / MARKDOWN) as tmp:
+        tmp.write_text(markdown(rows, metrics, class_names, per_class, written) + "\n")
+    return ReportOutputs(root / MARKDOWN, root / CSV, list(written.values()), rows)

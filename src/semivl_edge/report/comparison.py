@@ -1,0 +1,183 @@
+"""The comparison table: one row per runtime measured by this pipeline, next to the porting study's rows.
+
+The rows are read from the metrics files of the stages eval_gpu, eval_cpu and bench_mobile; the
+study's numbers (semivl.md section 7) are reference values for Pascal VOC with 92 labels and are
+kept apart and labelled as such: they were not measured here.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..errors import PipelineError
+
+MEASURED = "measured here"
+REFERENCE = "reference: porting study (Pascal VOC, 92 labels), not measured here"
+
+# (runtime, device, mIoU %, inference ms per image) as published by the porting study.
+STUDY_ROWS = [
+    ("PyTorch", "desktop PC (GPU)", 84.0, 6234.54),
+    ("TorchScript", "desktop PC (CPU)", 77.5, 6438.99),
+    ("TorchScript", "Google Pixel 2", 62.8, 6658.45),
+]
+
+# The mobile artifacts in mobile.json, in table order, with their runtime column text.
+MOBILE_ROWS = [
+    ("fp32_pte", "ExecuTorch fp32 (.pte)"),
+    ("int8_pte", "ExecuTorch int8 (.pte)"),
+    ("ptl", "PyTorch lite (.ptl)"),
+]
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    runtime: str
+    device: str
+    miou: float | None
+    latency_p50_ms_image: float | None
+    latency_p50_ms_window: float | None
+    size_mb: float | None
+    threads: int | None
+    artifact: str
+    source: str
+    metrics_key: str = ""  # where the row's per-class IoU and predictions come from (empty for reference rows)
+
+    @property
+    def is_reference(self) -> bool:
+        return self.source != MEASURED
+
+
+def load_metrics(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: metrics file not found (run its stage first: dvc repro)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: expected a JSON object")
+    return data
+
+
+def _field(data: dict, path: str, key: str, *, required: bool = True):
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if required:
+                raise PipelineError(f"{path}: missing field {key}")
+            return None
+        node = node[part]
+    return node
+
+
+def eval_row(metrics: dict, path: str, runtime: str, key: str) -> ComparisonRow:
+    """A row from eval_gpu.json or eval_cpu.json."""
+    return ComparisonRow(
+        runtime=runtime,
+        device=str(_field(metrics, path, "device")),
+        miou=_field(metrics, path, "miou"),
+        latency_p50_ms_image=_field(metrics, path, "latency_ms.p50"),
+        latency_p50_ms_window=_field(metrics, path, "latency_per_window_ms.p50", required=False),
+        size_mb=_field(metrics, path, "size_mb", required=False),
+        threads=_field(metrics, path, "threads", required=False),
+        artifact=str(_field(metrics, path, "artifact")),
+        source=MEASURED,
+        metrics_key=key,
+    )
+
+
+def mobile_rows(metrics: dict, path: str) -> list[ComparisonRow]:
+    artifacts = _field(metrics, path, "artifacts")
+    rows = []
+    for key, runtime in MOBILE_ROWS:
+        if key not in artifacts:
+            raise PipelineError(f"{path}: no entry for artifact {key}")
+        entry = artifacts[key]
+        where = f"{path} artifacts.{key}"
+        rows.append(ComparisonRow(
+            runtime=runtime,
+            device=str(_field(entry, where, "device")),
+            miou=_field(entry, where, "miou"),
+            latency_p50_ms_image=_field(entry, where, "latency_per_image_ms.p50", required=False),
+            latency_p50_ms_window=_field(entry, where, "latency_ms.p50"),
+            size_mb=_field(entry, where, "size_mb", required=False),
+            threads=_field(entry, where, "threads", required=False),
+            artifact=str(_field(entry, where, "file")),
+            source=MEASURED,
+            metrics_key=f"mobile/{key}",
+        ))
+    return rows
+
+
+def study_rows() -> list[ComparisonRow]:
+    return [
+        ComparisonRow(runtime=runtime, device=device, miou=miou, latency_p50_ms_image=ms, latency_p50_ms_window=None,
+                      size_mb=None, threads=None, artifact="", source=REFERENCE)
+        for runtime, device, miou, ms in STUDY_ROWS
+    ]
+
+
+def build_rows(eval_gpu: dict, eval_cpu: dict, mobile: dict, paths: dict[str, str]) -> list[ComparisonRow]:
+    """Measured rows (PyTorch, TorchScript, the three mobile artifacts), then the study's reference rows."""
+    pytorch_label = "PyTorch (GPU)" if _field(eval_gpu, paths["eval_gpu"], "cuda") else "PyTorch (CPU fallback)"
+    return [
+        eval_row(eval_gpu, paths["eval_gpu"], pytorch_label, "eval_gpu"),
+        eval_row(eval_cpu, paths["eval_cpu"], "TorchScript (CPU)", "eval_cpu"),
+        *mobile_rows(mobile, paths["mobile"]),
+        *study_rows(),
+    ]
+
+
+CSV_COLUMNS = [f.name for f in fields(ComparisonRow) if f.name != "metrics_key"]
+
+
+def rows_to_csv(rows: list[ComparisonRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+    return buffer.getvalue()
+
+
+def _num(value, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def measured_table(rows: list[ComparisonRow]) -> list[str]:
+    lines = [
+        "| runtime | device | mIoU % | latency p50 ms / image | latency p50 ms / window | size MB | threads | artifact |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {_md_escape(r.runtime)} | {_md_escape(r.device)} | {_num(r.miou)} | {_num(r.latency_p50_ms_image, 2)} | "
+            f"{_num(r.latency_p50_ms_window, 2)} | {_num(r.size_mb, 2)} | {r.threads if r.threads is not None else 'n/a'} | "
+            f"`{r.artifact}` |"
+        )
+    return lines
+
+
+def reference_table(rows: list[ComparisonRow]) -> list[str]:
+    lines = ["| runtime | platform | mIoU % | inference ms / image |", "|---|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.runtime} | {r.device} | {_num(r.miou)} | {_num(r.latency_p50_ms_image, 2)} |")
+    return lines
+
+
+def per_class_table(class_names: list[str], per_class: dict[str, dict[str, float | None]]) -> list[str]:
+    runtimes = list(per_class)
+    lines = ["| class | " + " | ".join(_md_escape(r) for r in runtimes) + " |",
+             "|---|" + "---:|" * len(runtimes)]
+    for name in class_names:
+        cells = [_num(per_class[r].get(name)) for r in runtimes]
+        lines.append(f"| {_md_escape(name)} | " + " | ".join(cells) + " |")
+    return lines
