@@ -1,0 +1,81 @@
+"""ModelConfig: everything needed to rebuild a SemiVL segmenter (saved beside its weights as JSON)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import PipelineError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DECODERS = ("vlg", "plain")
+
+
+@dataclass
+class ModelConfig:
+    clip_model: str = "semivl-tiny"  # open_clip ViT name (ViT-B-16 in the paper)
+    clip_pretrained: str = "none"  # none | open_clip tag | local checkpoint file
+    image_size: int = 128  # training crop: the position embedding is resized to it
+    clip_init: bool = True  # strategy 1: start the encoder from CLIP (false: random re-init, ablation)
+    spatial_finetune: bool = True  # strategy 2: train only attention projections + position embedding
+    decoder: str = "vlg"  # strategy 3: vlg (language-guided) | plain (fixed classes, no text)
+    decoder_dim: int = 32  # d of the decoder (paper: 128)
+    skip_blocks: tuple[int, int] = (0, 2)  # encoder blocks whose value-path features feed the decoder skips
+    num_classes: int = 21  # output classes of the plain decoder; the VLG decoder takes any number
+    class_names: list[str] = field(default_factory=list)
+    embed_dim: int | None = None  # CLIP joint embedding size; filled from the open_clip config when None
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN  # inputs are normalised with these (0..1 scale)
+    pixel_std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        self.skip_blocks = tuple(int(b) for b in self.skip_blocks)
+        self.pixel_mean = tuple(float(v) for v in self.pixel_mean)
+        self.pixel_std = tuple(float(v) for v in self.pixel_std)
+        self.class_names = [str(n) for n in self.class_names]
+        if self.decoder not in DECODERS:
+            raise PipelineError(f"model.decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.decoder_dim < 16 or self.decoder_dim % 8:
+            raise PipelineError(f"model.decoder_dim must be a multiple of 8 and at least 16, got {self.decoder_dim}")
+        if len(self.skip_blocks) != 2 or self.skip_blocks[0] >= self.skip_blocks[1] or self.skip_blocks[0] < 0:
+            raise PipelineError(f"model.skip_blocks must be two increasing block indices, got {list(self.skip_blocks)}")
+        if self.image_size < 1:
+            raise PipelineError(f"image_size must be positive, got {self.image_size}")
+        if self.num_classes < 1:
+            raise PipelineError(f"num_classes must be positive, got {self.num_classes}")
+        if self.embed_dim is None:
+            from .clip import clip_model_config
+
+            self.embed_dim = int(clip_model_config(self.clip_model)["embed_dim"])
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("skip_blocks", "pixel_mean", "pixel_std"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PipelineError(f"model config: unknown key(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+def model_config_from_params(params, class_names: list[str] | None = None) -> ModelConfig:
+    """The ModelConfig of params.yaml (sections clip, model, classes and train.crop_size)."""
+    if class_names is None:
+        from ..data.classes import load_classes
+
+        class_names = load_classes(params.get_str("classes.file")).names
+    return ModelConfig(
+        clip_model=params.get_str("clip.model"),
+        clip_pretrained=params.get_str("clip.pretrained"),
+        image_size=params.get_int("train.crop_size", min=1),
+        clip_init=params.get_bool("model.clip_init"),
+        spatial_finetune=params.get_bool("model.spatial_finetune"),
+        decoder=params.get_str("model.decoder", choices=DECODERS),
+        decoder_dim=params.get_int("model.decoder_dim", min=16),
+        skip_blocks=tuple(params.get_list("model.skip_blocks", int, min_len=2)),
+        num_classes=len(class_names),
+        class_names=list(class_names),
+    )

@@ -1,0 +1,105 @@
+"""Save and load a trained segmenter: <stem>.safetensors (weights + "text_embeddings") and <stem>.json (config).
+
+`dir_or_stem` is a directory (files `model.safetensors` / `model.json` inside it, e.g. "models"), or a stem
+("models/model", also accepted with a .safetensors or .json suffix). The config is also stored in the
+safetensors metadata, so the weights file alone is enough to rebuild the model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..atomic import atomic_path, write_json
+from ..errors import PipelineError
+from .config import ModelConfig
+from .segmenter import SemiVLSegmenter, build_model
+
+TEXT_KEY = "text_embeddings"
+FORMAT = "semivl-edge-model"
+FORMAT_VERSION = 1
+
+
+def model_paths(dir_or_stem: str | os.PathLike) -> tuple[Path, Path]:
+    """(weights, config) paths for a directory or a stem."""
+    path = Path(dir_or_stem)
+    if path.suffix in (".safetensors", ".json"):
+        stem = path.with_suffix("")
+    elif path.is_dir():
+        stem = path / "model"
+    else:
+        stem = path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_model(
+    dir_or_stem: str | os.PathLike, model: SemiVLSegmenter, cfg: ModelConfig, text_embeddings: torch.Tensor | None
+) -> tuple[Path, Path]:
+    """Write the weights (+ the class text embeddings the model was trained with) and the config, atomically."""
+    weights_path, config_path = model_paths(dir_or_stem)
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    if TEXT_KEY in tensors:  # pragma: no cover - module names never start with it
+        raise ValueError(f"state dict already has a {TEXT_KEY!r} entry")
+    if text_embeddings is not None:
+        tensors[TEXT_KEY] = text_embeddings.detach().to("cpu", torch.float32).contiguous()
+    config = cfg.to_dict()
+    metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "config": json.dumps(config)}
+    with atomic_path(weights_path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    write_json(
+        config_path,
+        {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "weights": weights_path.name,
+            "num_text_embeddings": 0 if text_embeddings is None else int(text_embeddings.shape[0]),
+            "config": config,
+        },
+    )
+    return weights_path, config_path
+
+
+def _read_config(weights_path: Path, config_path: Path, metadata: dict | None) -> ModelConfig:
+    if metadata and "config" in metadata:
+        data = json.loads(metadata["config"])
+    elif config_path.is_file():
+        try:
+            data = json.loads(config_path.read_text())["config"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise PipelineError(f"{config_path}: not a model config written by save_model") from None
+    else:
+        raise PipelineError(f"{weights_path}: no model config (metadata) and {config_path} is missing")
+    try:
+        return ModelConfig.from_dict(data)
+    except TypeError as exc:
+        raise PipelineError(f"{weights_path}: invalid model config ({exc})") from None
+
+
+def load_model(path: str | os.PathLike) -> tuple[SemiVLSegmenter, ModelConfig, torch.Tensor | None]:
+    """(model in eval mode, its config, its text embeddings or None) from what save_model wrote."""
+    weights_path, config_path = model_paths(path)
+    if not weights_path.is_file():
+        raise PipelineError(f"{weights_path}: model weights not found")
+    try:
+        with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata()
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as exc:
+        raise PipelineError(f"{weights_path}: not a readable safetensors file ({str(exc)[:120]})") from None
+    cfg = _read_config(weights_path, config_path, metadata)
+    text_embeddings = tensors.pop(TEXT_KEY, None)
+    model = build_model(cfg, load_pretrained=False)  # the file has all weights: nothing to download
+    try:
+        result = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = " ".join(str(exc).split())[:200]
+        raise PipelineError(f"{weights_path}: weights do not match the model config ({detail})") from None
+    if result.missing_keys or result.unexpected_keys:
+        keys = result.missing_keys or result.unexpected_keys
+        kind = "missing" if result.missing_keys else "unexpected"
+        raise PipelineError(f"{weights_path}: weights do not match the model config ({len(keys)} {kind}, e.g. {keys[0]})")
+    return model.eval(), cfg, text_embeddings
