@@ -1,0 +1,202 @@
+"""`semivl-edge bench deploy`: export a randomly initialised model and time each runtime per window.
+
+Builds the model (paper setting by default: ViT-B-16, 512 px window, 21 classes, decoder d=128,
+skips from blocks 0 and 4), exports it the way the pipeline does (TorchScript pipeline, lite
+interpreter .ptl, ExecuTorch XNNPACK .pte fp32 and int8) into a temporary folder, and times one
+uint8 window through each on the CPU: eager fp32 PyTorch, TorchScript, .ptl, .pte fp32, .pte int8.
+Latency does not depend on the weights, so random init (nothing to download) gives the real
+figures; for the same reason the int8 model is calibrated on random windows, which is fine for
+timing but says nothing about its accuracy (the export_torchscript stage calibrates on training
+images and measures agreement). Writes reports/benchmarks/deploy_<model>_<size>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..atomic import atomic_path, write_json
+from ..errors import PipelineError
+from ..evaluation.inference import InferenceConfig, max_abs_diff, pixel_agreement
+from ..evaluation.latency import LatencyStats, cpu_model_name, time_calls
+from .mobile import WindowModel, export_executorch, export_lite, quantize_int8, xnnpack_in_torch
+from .runtimes import load_runtime, set_cpu_threads
+from .torchscript import save_torchscript, script_pipeline
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("eager_fp32", "torchscript", "ptl", "pte_fp32", "pte_int8")
+LABELS = {
+    "eager_fp32": "PyTorch eager fp32",
+    "torchscript": "TorchScript (frozen pipeline)",
+    "ptl": "Lite interpreter .ptl",
+    "pte_fp32": "ExecuTorch XNNPACK fp32 .pte",
+    "pte_int8": "ExecuTorch XNNPACK int8 .pte",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clip-model", default="ViT-B-16", help="open_clip ViT name (default: ViT-B-16, the paper's)")
+    parser.add_argument("--image-size", type=int, default=512, help="window / training crop in px (default: 512)")
+    parser.add_argument("--classes", type=int, default=21, help="number of classes (default: 21, Pascal VOC)")
+    parser.add_argument("--decoder-dim", type=int, default=128, help="VLG decoder width d (default: 128, the paper's)")
+    parser.add_argument("--skip-blocks", default="0,4", help="encoder blocks feeding the decoder skips (default: 0,4)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help=f"CPU threads for every runtime (default: {torch.get_num_threads()})")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per runtime (default: 2)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per runtime (default: 10)")
+    parser.add_argument("--calibration", type=int, default=4, help="random windows for the int8 calibration (default: 4)")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 ExecuTorch export (the slowest step)")
+    parser.add_argument("--out", default="reports/benchmarks", help="output folder (default: reports/benchmarks)")
+
+
+def _skip_blocks(text: str) -> tuple[int, int]:
+    try:
+        blocks = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise PipelineError(f"--skip-blocks must be two integers like 0,4, got {text!r}") from None
+    if len(blocks) != 2:
+        raise PipelineError(f"--skip-blocks must be two integers like 0,4, got {text!r}")
+    return blocks  # type: ignore[return-value]
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("image_size", "classes", "threads", "repeats", "calibration"):
+        if getattr(args, name) < 1:
+            raise PipelineError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise PipelineError(f"--warmup must be >= 0, got {args.warmup}")
+    _skip_blocks(args.skip_blocks)
+
+
+def build_random_model(args: argparse.Namespace):
+    """The segmenter of the requested size with random weights, and random unit text embeddings."""
+    from ..model import ModelConfig, build_model
+
+    cfg = ModelConfig(
+        clip_model=args.clip_model, clip_pretrained="none", image_size=args.image_size,
+        decoder_dim=args.decoder_dim, skip_blocks=_skip_blocks(args.skip_blocks),
+        num_classes=args.classes, class_names=[f"class_{i}" for i in range(args.classes)],
+    )
+    if args.image_size % 16:
+        log.warning("--image-size %d is not a multiple of 16 (the ViT patch size)", args.image_size)
+    network = build_model(cfg, load_pretrained=False).eval()
+    text = F.normalize(torch.randn(args.classes, int(cfg.embed_dim), generator=torch.Generator().manual_seed(1)), dim=-1)
+    return network, cfg, text
+
+
+def markdown_table(result: dict) -> str:
+    setting = result["setting"]
+    lines = [
+        f"# Deployment benchmark: {setting['clip_model']}, {setting['image_size']} px window, {setting['classes']} classes",
+        "",
+        f"CPU: {result['cpu']} ({result['threads']} threads), torch {result['torch']}, executorch {result['executorch']}. "
+        f"Per window (one {setting['image_size']}x{setting['image_size']} uint8 input, preprocessing inside), "
+        f"{result['warmup']} warm-up + {result['repeats']} timed runs. Random weights (latency does not depend on them); "
+        "int8 calibrated on random windows (timing only).",
+        "",
+        "| runtime | mean ms | p50 ms | p90 ms | size MB | export s | argmax agreement vs eager % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in RUNTIMES:
+        entry = result["runtimes"].get(key)
+        if entry is None:
+            continue
+        lat = entry["latency_ms"]
+        size = "" if entry.get("size_mb") is None else f"{entry['size_mb']:.1f}"
+        export_s = "" if entry.get("export_s") is None else f"{entry['export_s']:.1f}"
+        agree = "" if entry.get("argmax_agreement_pct") is None else f"{entry['argmax_agreement_pct']:.2f}"
+        lines.append(f"| {LABELS[key]} | {lat['mean']:.1f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {size} | {export_s} | {agree} |")
+    if not result["optimize_for_mobile_applied"]:
+        lines += ["", "optimize_for_mobile was not applied: this torch build has no XNNPACK (the .ptl is unoptimised)."]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> None:
+    _check_args(args)
+    threads = args.threads
+    set_cpu_threads(threads)
+    torch.manual_seed(0)
+    size = args.image_size
+    log.info("building %s (random init), %d px window, %d classes", args.clip_model, size, args.classes)
+    network, model_cfg, text = build_random_model(args)
+    mean, std = model_cfg.pixel_mean, model_cfg.pixel_std
+    window_model = WindowModel(network, text, mean, std, size, size).eval()
+    window = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        reference = window_model(window)
+
+    entries: dict[str, dict] = {}
+
+    def measure(key: str, fn, path: Path | None = None, export_s: float | None = None) -> None:
+        log.info("timing %s (%d warm-up + %d runs, %d threads)", LABELS[key], args.warmup, args.repeats, threads)
+        with torch.inference_mode():
+            output = fn(window)
+            times = time_calls(lambda: fn(window), warmup=args.warmup, repeats=args.repeats)
+        stats = LatencyStats.from_times(times)
+        entries[key] = {
+            "latency_ms": stats.to_metrics(),
+            "size_mb": round(path.stat().st_size / 1e6, 3) if path is not None else None,
+            "export_s": round(export_s, 1) if export_s is not None else None,
+            "max_abs_diff": round(max_abs_diff(reference, output), 6),
+            "argmax_agreement_pct": round(pixel_agreement(reference, output), 3),
+        }
+        log.info("%s: mean %.1f ms, p50 %.1f ms, p90 %.1f ms", LABELS[key], stats.mean, stats.p50, stats.p90)
+
+    measure("eager_fp32", window_model)
+    with tempfile.TemporaryDirectory(prefix="semivl_bench_") as folder:
+        folder = Path(folder)
+        # one window exactly: short side = crop = the window, so the pipeline runs the network once
+        cfg = InferenceConfig(mode="sliding", short_side=size, crop_size=size, stride=size)
+        start = time.perf_counter()
+        save_torchscript(script_pipeline(network, text, mean, std, cfg), folder / "model.ts", {"input_size": None})
+        measure("torchscript", load_runtime(folder / "model.ts"), folder / "model.ts", time.perf_counter() - start)
+
+        start = time.perf_counter()
+        optimised = export_lite(window_model, folder / "model.ptl")
+        measure("ptl", load_runtime(folder / "model.ptl"), folder / "model.ptl", time.perf_counter() - start)
+
+        log.info("lowering to ExecuTorch fp32 (XNNPACK)")
+        start = time.perf_counter()
+        export_executorch(window_model, size, folder / "model_fp32.pte")
+        measure("pte_fp32", load_runtime(folder / "model_fp32.pte"), folder / "model_fp32.pte", time.perf_counter() - start)
+
+        if not args.no_int8:
+            log.info("quantizing (int8, %d random calibration windows) and lowering to ExecuTorch", args.calibration)
+            generator = torch.Generator().manual_seed(3)
+            calibration = [torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=generator)
+                           for _ in range(args.calibration)]
+            start = time.perf_counter()
+            export_executorch(quantize_int8(window_model, calibration), size, folder / "model_int8.pte")
+            measure("pte_int8", load_runtime(folder / "model_int8.pte"), folder / "model_int8.pte",
+                    time.perf_counter() - start)
+
+    try:
+        import executorch.version as et_version
+        executorch_version = str(et_version.__version__)
+    except ImportError:
+        executorch_version = "unknown"
+    result = {
+        "setting": {"clip_model": args.clip_model, "image_size": size, "classes": args.classes,
+                    "decoder_dim": args.decoder_dim, "skip_blocks": list(_skip_blocks(args.skip_blocks))},
+        "cpu": cpu_model_name(), "machine": platform.machine(), "threads": threads,
+        "torch": torch.__version__, "executorch": executorch_version,
+        "warmup": args.warmup, "repeats": args.repeats,
+        "optimize_for_mobile_applied": int(optimised), "torch_has_xnnpack": int(xnnpack_in_torch()),
+        "int8_calibration": "random windows (timing only)" if not args.no_int8 else "skipped",
+        "runtimes": entries,
+    }
+    out = Path(args.out)
+    stem = f"deploy_{args.clip_model}_{size}".replace("/", "-")
+    write_json(out / f"{stem}.json", result)
+    table = markdown_table(result)
+    with atomic_path(out / f"{stem}.md") as tmp:
+        tmp.write_text(table)
+    print(table)
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")

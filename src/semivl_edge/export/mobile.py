@@ -1,0 +1,213 @@
+"""Mobile artifacts: one fixed-size uint8 window in, logits for that window out, preprocessing inside.
+
+Input uint8 RGB [1,3,S,S] (S = mobile.input_size) -> float logits [1,C,S,S]; /255 and the
+mean/std normalisation happen inside, and so does the resize to the training crop when S differs
+from it. An app (or `semivl_edge.evaluation.inference.predict_windows`) only resizes the image's
+short side and cuts windows: no normalisation code outside the model that could drift.
+
+- `.ptl`: TorchScript for the lite interpreter (what PyTorch Android loads). Deprecated upstream;
+  `optimize_for_mobile` needs a torch build with XNNPACK, which the torch 2.13 wheels are not:
+  `try_optimize_for_mobile` detects that and says so instead of crashing.
+- `.pte`: ExecuTorch with the XNNPACK delegate (torch.export -> to_edge_transform_and_lower ->
+  to_executorch), fp32 and int8 (XNNPACK quantizer: static, symmetric, per-channel weights,
+  calibrated through torchao's pt2e prepare/convert). This is the path forward: ExecuTorch is
+  maintained and its Python runtime runs the same XNNPACK kernels on the host as on a phone.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..atomic import atomic_path
+from ..errors import PipelineError
+from ..evaluation.inference import normalise
+from .torchscript import quiet_torchscript, trace_network
+
+log = logging.getLogger(__name__)
+
+
+class WindowModel(nn.Module):
+    """uint8 [1,3,S,S] -> logits [1,C,S,S] for one window; scriptable and torch.export-able."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        text_embeddings: Tensor,
+        pixel_mean: Sequence[float] | Tensor,
+        pixel_std: Sequence[float] | Tensor,
+        input_size: int,
+        crop_size: int,
+    ):
+        super().__init__()
+        self.network = network
+        self.register_buffer("text_embeddings", text_embeddings.detach().to(torch.float32).clone())
+        self.register_buffer("pixel_mean", torch.as_tensor(pixel_mean, dtype=torch.float32).reshape(1, 3, 1, 1).clone())
+        self.register_buffer("pixel_std", torch.as_tensor(pixel_std, dtype=torch.float32).reshape(1, 3, 1, 1).clone())
+        self.size: int = input_size
+        self.crop_size: int = crop_size
+
+    def forward(self, window: Tensor) -> Tensor:
+        x = normalise(window, self.pixel_mean, self.pixel_std)
+        if self.size != self.crop_size:
+            x = F.interpolate(x, size=[self.crop_size, self.crop_size], mode="bilinear", align_corners=False)
+        logits = self.network(x, self.text_embeddings)
+        if self.size != self.crop_size:
+            logits = F.interpolate(logits, size=[self.size, self.size], mode="bilinear", align_corners=False)
+        return logits
+
+    @torch.jit.export
+    def input_size(self) -> int:
+        """S: the side of the square uint8 window the artifact takes (read by `runtimes`)."""
+        return self.size
+
+
+def example_window(input_size: int) -> Tensor:
+    return torch.full((1, 3, input_size, input_size), 128, dtype=torch.uint8)
+
+
+# --- lite interpreter ----------------------------------------------------------------------------
+
+
+def xnnpack_in_torch() -> bool:
+    """Whether this torch build has XNNPACK (what optimize_for_mobile needs); the 2.13 wheels do not."""
+    probe = getattr(torch._C, "_is_xnnpack_enabled", None)
+    return bool(probe()) if probe is not None else False
+
+
+def try_optimize_for_mobile(module: torch.jit.ScriptModule) -> tuple[torch.jit.ScriptModule, bool]:
+    """optimize_for_mobile where the build supports it; otherwise the module unchanged and a log note."""
+    if not xnnpack_in_torch():
+        log.info(
+            "optimize_for_mobile skipped: this torch build (%s) has no XNNPACK, which it requires; "
+            "the .ptl is saved unoptimised (the ExecuTorch .pte files use XNNPACK instead)",
+            torch.__version__,
+        )
+        return module, False
+    from torch.utils.mobile_optimizer import optimize_for_mobile
+
+    try:
+        with quiet_torchscript():
+            return optimize_for_mobile(module, preserved_methods=["input_size"]), True
+    except RuntimeError as exc:  # e.g. an op pattern its passes cannot rewrite
+        log.info("optimize_for_mobile failed (%s); the .ptl is saved unoptimised", str(exc).splitlines()[0])
+        return module, False
+
+
+def export_lite(window_model: WindowModel, path: str | Path) -> bool:
+    """Write the lite-interpreter `.ptl`; returns whether optimize_for_mobile was applied."""
+    network = trace_network(window_model.network, window_model.text_embeddings, window_model.crop_size)
+    scripted_source = WindowModel(
+        network, window_model.text_embeddings, window_model.pixel_mean, window_model.pixel_std,
+        window_model.size, window_model.crop_size,
+    )
+    with quiet_torchscript():
+        scripted = torch.jit.freeze(torch.jit.script(scripted_source.eval()), preserved_attrs=["input_size"])
+    module, optimised = try_optimize_for_mobile(scripted)
+    with atomic_path(path) as tmp, quiet_torchscript():
+        module._save_for_lite_interpreter(str(tmp))
+    return optimised
+
+
+# --- ExecuTorch ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_constant_copies() -> Iterator[None]:
+    """ExecuTorch logs one INFO line per copied weight on the root logger; keep those out of the stage log."""
+    root = logging.getLogger()
+    noise = lambda record: not record.getMessage().startswith("Copying constant nodes")  # noqa: E731
+    root.addFilter(noise)
+    for handler in root.handlers:
+        handler.addFilter(noise)
+    try:
+        yield
+    finally:
+        root.removeFilter(noise)
+        for handler in root.handlers:
+            handler.removeFilter(noise)
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Hide a FutureWarning that torch.export / torchao emit from their own internals (pytree LeafSpec)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+        yield
+
+
+def _executorch():
+    try:
+        with quiet_torchscript():  # executorch/torchao modules use jit decorators at import time
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+            from executorch.exir.backend.canonical_partitioners.duplicate_constant_node_pass import duplicate_constant_node
+            from executorch.exir.pass_base import ExportedProgramPassBase, ExportedProgramPassResult
+            # out variants of quantized_decomposed ops: the int8 graph keeps a few weight dequantizations
+            # outside the delegate (the value path's sliced q/k/v weights), which need them
+            import executorch.kernels.quantized  # noqa: F401
+    except ImportError as exc:
+        raise PipelineError(f"executorch is not importable ({exc}); install the locked environment (uv sync)") from None
+
+    class UnshareConstants(ExportedProgramPassBase):
+        """Give every user of a shared weight its own copy before partitioning.
+
+        The dense encoder reads the skip blocks' weights twice (the normal block and the MaskCLIP
+        value path). The XNNPACK partitioner then joins both users into one partition through
+        the shared weight, which creates a dependency cycle ("Invalid partition, found
+        dependency cycles"). Separate copies cost the size of those weights once more in the file.
+        """
+
+        def call(self, program):
+            signature = program.graph_signature
+            lifted = (set(signature.inputs_to_parameters) | set(signature.inputs_to_buffers)
+                      | set(signature.inputs_to_lifted_tensor_constants))
+            shared = [node.name for node in program.graph.nodes
+                      if node.op == "placeholder" and node.name in lifted and len(node.users) > 1]
+            for name in shared:
+                duplicate_constant_node(program, name)
+            return ExportedProgramPassResult(program, bool(shared))
+
+    return XnnpackPartitioner, to_edge_transform_and_lower, UnshareConstants
+
+
+def quantize_int8(window_model: WindowModel, calibration: Iterable[Tensor]) -> nn.Module:
+    """Static int8 (symmetric, per-channel weights) with the XNNPACK quantizer, calibrated on uint8 windows."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    example = (example_window(window_model.size),)
+    with quiet_export():
+        captured = torch.export.export(window_model.eval(), example, strict=False).module()
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        prepared = prepare_pt2e(captured, quantizer)
+        seen = 0
+        with torch.no_grad():
+            for window in calibration:
+                prepared(window)
+                seen += 1
+        if seen == 0:
+            raise PipelineError("mobile.calibration_images: int8 calibration needs at least one image")
+        return convert_pt2e(prepared)
+
+
+def export_executorch(window_model: nn.Module, input_size: int, path: str | Path) -> None:
+    """Lower `window_model` (eager or pt2e-quantized) to a `.pte` with the XNNPACK delegate."""
+    XnnpackPartitioner, to_edge_transform_and_lower, UnshareConstants = _executorch()
+    example = (example_window(input_size),)
+    with quiet_export(), _quiet_constant_copies(), torch.no_grad():
+        program = torch.export.export(window_model, example, strict=False)
+        edge = to_edge_transform_and_lower(program, transform_passes=[UnshareConstants()],
+                                           partitioner=[XnnpackPartitioner()])
+        executorch_program = edge.to_executorch()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(executorch_program.buffer)

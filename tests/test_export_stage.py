@@ -1,0 +1,212 @@
+"""Stage export_torchscript end to end on a small generated VOC root, ExecuTorch included.
+
+ExecuTorch lowering of the real tiny SemiVL model takes minutes on 2 cores, so the stage runs here
+(once per module) on a stand-in network with the same interface that also has what made lowering
+the real encoder hard: a weight read twice and a sliced weight (the MaskCLIP value path). The real
+model's TorchScript / lite-interpreter export is tested in test_export_torchscript.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from semivl_edge.errors import PipelineError
+from semivl_edge.evaluation.inference import InferenceConfig, SegmentationPipeline, predict_windows
+from semivl_edge.export.mobile import WindowModel
+from semivl_edge.export.runtimes import load_runtime
+from semivl_edge.model import ModelConfig
+from semivl_edge.params import Params
+from semivl_edge.pipeline import export_torchscript as stage
+
+pytest.importorskip("executorch")
+
+CLASSES = 4
+SIZE = 64
+PARAMS = {
+    "eval": {"mode": "sliding", "short_side": SIZE, "crop_size": SIZE, "stride": 48},
+    "mobile": {"input_size": SIZE, "calibration_images": 3},
+    "export": {"parity_images": 3, "max_abs_diff": 1e-3, "min_argmax_agreement": 99.9},
+}
+
+
+class StandIn(nn.Module):
+    """forward(images_normalised [B,3,H,W], text [C,E]) -> logits [B,C,H,W], like SemiVLSegmenter."""
+
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 32, 8, stride=8)
+        self.proj = nn.Linear(32, 3 * embed_dim)
+        self.mix = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        x = self.patch(images)
+        side = F.conv2d(images * 0.5, self.patch.weight, self.patch.bias, stride=8)  # the same weight read twice
+        b, _, h, w = x.shape
+        tokens = (x + torch.relu(side)).flatten(2).transpose(1, 2)
+        e = text.shape[1]
+        value = F.linear(tokens, self.proj.weight[2 * e :], self.proj.bias[2 * e :])  # a sliced weight
+        features = value.transpose(1, 2).reshape(b, e, h, w)
+        features = F.normalize(self.mix(torch.relu(features)), dim=1)
+        logits = torch.einsum("behw,ce->bchw", features, text) * 10.0
+        return F.interpolate(logits, size=[images.shape[2], images.shape[3]], mode="bilinear", align_corners=False)
+
+
+def write_voc(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    (root / "JPEGImages").mkdir(parents=True)
+    sizes = {"img_0": (64, 80), "img_1": (72, 96), "img_2": (100, 64), "img_3": (64, 64), "img_4": (90, 90), "img_5": (70, 120)}
+    for name, (h, w) in sizes.items():
+        # smooth colour blobs rather than noise: closer to photos, and JPEG keeps them intact
+        base = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
+        image = Image.fromarray(base).resize((w, h), Image.BILINEAR)
+        image.save(root / "JPEGImages" / f"{name}.jpg", quality=95)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project folder with data, a (stand-in) model, and the stage run once in it."""
+    root = tmp_path_factory.mktemp("project")
+    voc = root / "voc"
+    write_voc(voc)
+    (root / "data" / "splits").mkdir(parents=True)
+    names = [f"class_{i}" for i in range(CLASSES)]
+    (root / "data" / "dataset.json").write_text(json.dumps({"root": str(voc), "num_classes": CLASSES, "class_names": names}))
+    (root / "data" / "splits" / "labeled.txt").write_text("img_0\nimg_1\n")
+    (root / "data" / "splits" / "unlabeled.txt").write_text("img_2\nimg_3\n")
+    (root / "data" / "splits" / "val.txt").write_text("img_4\nimg_5\nimg_0\n")
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(clip_model="semivl-tiny", clip_pretrained="none", image_size=SIZE, num_classes=CLASSES, class_names=names)
+    network = StandIn(int(cfg.embed_dim)).eval()
+    text = F.normalize(torch.randn(CLASSES, int(cfg.embed_dim)), dim=-1)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(root)
+        monkeypatch.setattr(stage, "open_model", lambda path: (network, cfg, text))
+        try:
+            stage.run(Params(PARAMS))
+        finally:
+            torch.set_num_threads(before)
+    return root, network, cfg, text
+
+
+def test_stage_writes_every_artifact_and_the_metrics(project):
+    root, *_ = project
+    for name in ("models/model.ts", "models/mobile/model.ptl", "models/mobile/model_fp32.pte",
+                 "models/mobile/model_int8.pte", "models/mobile/manifest.json"):
+        assert (root / name).is_file() and (root / name).stat().st_size > 0, name
+    metrics = json.loads((root / "reports/metrics/export_torchscript.json").read_text())
+    assert metrics["parity_images"] == 3
+    assert metrics["optimize_for_mobile_applied"] in (0, 1)
+    assert metrics["torchscript"]["max_abs_diff"] < 1e-4
+    assert metrics["torchscript"]["argmax_agreement_pct"] == 100.0
+    mobile = metrics["mobile"]
+    assert mobile["input_size"] == SIZE and mobile["calibration_images"] == 3
+    # window = crop: the uint8 window path gives the pipeline's logits (same resize, padding, windows)
+    assert mobile["window_path_vs_pipeline"]["max_abs_diff"] < 1e-4
+    for key in ("ptl", "pte_fp32"):
+        assert mobile[key]["max_abs_diff"] < 1e-3, key
+        assert mobile[key]["argmax_agreement_pct"] >= 99.9, key
+    assert mobile["pte_int8"]["argmax_agreement_pct"] > 80.0  # int8: close, not equal
+    assert mobile["pte_int8"]["size_mb"] < mobile["pte_fp32"]["size_mb"]
+    manifest = json.loads((root / "models/mobile/manifest.json").read_text())
+    assert manifest["input_size"] == SIZE and len(manifest["class_names"]) == CLASSES
+
+
+def test_exported_files_reproduce_pytorch(project):
+    root, network, cfg, text = project
+    infer = InferenceConfig(**PARAMS["eval"])
+    image = torch.randint(0, 256, (1, 3, 75, 110), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = SegmentationPipeline(network, text, cfg.pixel_mean, cfg.pixel_std, infer)(image)
+        window_model = WindowModel(network, text, cfg.pixel_mean, cfg.pixel_std, SIZE, SIZE).eval()
+        expected_windows = predict_windows(window_model, image, infer, window_size=SIZE)
+    torch.testing.assert_close(load_runtime(root / "models/model.ts")(image), expected, rtol=0, atol=1e-4)
+    for name in ("model.ptl", "model_fp32.pte"):
+        runtime = load_runtime(root / "models/mobile" / name)
+        assert runtime.input_size == SIZE
+        got = predict_windows(runtime, image, infer, window_size=runtime.input_size)
+        torch.testing.assert_close(got, expected_windows, rtol=0, atol=1e-3)
+    int8 = predict_windows(load_runtime(root / "models/mobile/model_int8.pte"), image, infer, window_size=SIZE)
+    assert (int8.argmax(1) == expected_windows.argmax(1)).float().mean() > 0.8
+
+
+def test_pte_refuses_a_window_of_the_wrong_size(project):
+    root, *_ = project
+    runtime = load_runtime(root / "models/mobile/model_fp32.pte")
+    assert runtime.kind == "executorch"
+    with pytest.raises(PipelineError, match="model_fp32.pte") as info:
+        runtime(torch.zeros(1, 3, SIZE + 8, SIZE, dtype=torch.uint8))
+    assert "\n" not in str(info.value)
+
+
+def test_broken_parity_stops_the_stage(project, monkeypatch):
+    root, network, cfg, text = project
+    real = stage.script_pipeline
+
+    def drifted(network, text_embeddings, *args, **kwargs):  # an export whose numbers drifted from PyTorch
+        return real(network, text_embeddings.flip(0), *args, **kwargs)
+
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(stage, "open_model", lambda path: (network, cfg, text))
+    monkeypatch.setattr(stage, "script_pipeline", drifted)
+    before = (root / "models/model.ts").read_bytes()
+    with pytest.raises(PipelineError, match="parity with PyTorch broken"):
+        stage.run(Params(PARAMS))
+    assert (root / "models/model.ts").read_bytes() == before  # the failed export replaced nothing
+
+
+def test_corrupt_model_checkpoint_gives_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/model.safetensors").write_bytes(b"garbage" * 10)
+    (tmp_path / "models/model.json").write_text("{}")
+    with pytest.raises(PipelineError) as info:
+        stage.run(Params(PARAMS))
+    assert "models/model.safetensors" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_whole_mode_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = json.loads(json.dumps(PARAMS))
+    params["eval"]["mode"] = "whole"
+    with pytest.raises(PipelineError, match="eval.mode"):
+        stage.run(Params(params))
+
+
+def test_bench_deploy_times_every_runtime_and_writes_the_table(tmp_path, monkeypatch):
+    """`semivl-edge bench deploy` plumbing with the tiny config (network swapped for the stand-in to keep it fast)."""
+    import argparse
+
+    from semivl_edge.export import bench_deploy
+
+    cfg = ModelConfig(clip_model="semivl-tiny", clip_pretrained="none", image_size=SIZE, num_classes=CLASSES)
+    text = F.normalize(torch.randn(CLASSES, int(cfg.embed_dim), generator=torch.Generator().manual_seed(0)), dim=-1)
+    monkeypatch.setattr(bench_deploy, "build_random_model", lambda args: (StandIn(int(cfg.embed_dim)).eval(), cfg, text))
+    parser = argparse.ArgumentParser()
+    bench_deploy.add_arguments(parser)
+    args = parser.parse_args(["--clip-model", "semivl-tiny", "--image-size", str(SIZE), "--classes", str(CLASSES),
+                              "--threads", "1", "--warmup", "0", "--repeats", "2", "--calibration", "2",
+                              "--out", str(tmp_path)])
+    before = torch.get_num_threads()
+    try:
+        bench_deploy.run(args)
+    finally:
+        torch.set_num_threads(before)
+    result = json.loads((tmp_path / f"deploy_semivl-tiny_{SIZE}.json").read_text())
+    assert set(result["runtimes"]) == set(bench_deploy.RUNTIMES)
+    for key, entry in result["runtimes"].items():
+        assert entry["latency_ms"]["count"] == 2 and entry["latency_ms"]["mean"] > 0, key
+    assert result["runtimes"]["pte_fp32"]["argmax_agreement_pct"] >= 99.9
+    assert result["threads"] == 1 and result["optimize_for_mobile_applied"] in (0, 1)
+    table = (tmp_path / f"deploy_semivl-tiny_{SIZE}.md").read_text()
+    assert "ExecuTorch XNNPACK int8 .pte" in table and "| runtime |" in table
