@@ -96,14 +96,6 @@ def size_mb(path: str | Path) -> float:
     return round(Path(path).stat().st_size / 1e6, 3)
 
 
-def set_cpu_threads(threads: int) -> int:
-    """Use `threads` CPU threads in torch and ExecuTorch; the count torch reports back."""
-    from ..export.runtimes import set_cpu_threads as set_runtime_threads
-
-    set_runtime_threads(threads)
-    return torch.get_num_threads()
-
-
 def windowing_metrics(cfg: InferenceConfig) -> dict:
     """The inference geometry, for the metrics files (mode is a label)."""
     return {"mode": cfg.mode, "short_side": cfg.short_side, "window": cfg.crop_size, "stride": cfg.stride}

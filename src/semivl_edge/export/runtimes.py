@@ -168,8 +168,11 @@ def load_runtime(path: str | Path, *, suffix: str | None = None) -> Runtime:
     return cls(path)
 
 
-def set_cpu_threads(threads: int) -> None:
-    """Use `threads` CPU threads in torch (eager, TorchScript, lite) and in ExecuTorch's XNNPACK threadpool."""
+def set_cpu_threads(threads: int) -> int:
+    """Use `threads` CPU threads in torch (eager, TorchScript, lite) and in ExecuTorch's XNNPACK threadpool.
+
+    Call it before loading any .pte: resetting ExecuTorch's threadpool under a loaded program can crash.
+    Returns the thread count torch reports back."""
     if threads < 1:
         raise PipelineError(f"thread count must be >= 1, got {threads}")
     torch.set_num_threads(threads)
@@ -177,7 +180,8 @@ def set_cpu_threads(threads: int) -> None:
         with quiet_executorch_import():
             import executorch.extension.pybindings.portable_lib as portable
     except ImportError:
-        return
+        return torch.get_num_threads()
     reset = getattr(portable, "_unsafe_reset_threadpool", None)
     if reset is not None:
         reset(threads)
+    return torch.get_num_threads()

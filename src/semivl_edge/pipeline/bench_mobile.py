@@ -18,7 +18,8 @@ from ..errors import PipelineError
 from ..evaluation.evaluate import evaluate, evaluation_metrics, write_evaluation_dir
 from ..evaluation.inference import InferenceConfig, count_windows, predict_windows
 from ..evaluation.latency import cpu_model_name
-from ..evaluation.stage_support import load_eval_data, open_runtime, set_cpu_threads, size_mb, windowing_metrics
+from ..evaluation.stage_support import load_eval_data, open_runtime, size_mb, windowing_metrics
+from ..export.runtimes import set_cpu_threads
 from ..mobile.adb import connect, find_adb, ready_devices
 from ..mobile.benchmark import ARTIFACTS, TARGETS, BenchSettings, PhoneSession, host_device_label, host_latency, runtime_label
 from ..params import Params

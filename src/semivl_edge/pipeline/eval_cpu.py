@@ -15,8 +15,9 @@ from ..evaluation.evaluate import evaluate, evaluation_metrics, write_evaluation
 from ..evaluation.inference import InferenceConfig, count_windows
 from ..evaluation.latency import cpu_model_name
 from ..evaluation.stage_support import (
-    latency_settings, load_eval_data, open_runtime, set_cpu_threads, size_mb, windowing_metrics,
+    latency_settings, load_eval_data, open_runtime, size_mb, windowing_metrics,
 )
+from ..export.runtimes import set_cpu_threads
 from ..params import Params
 
 log = logging.getLogger(__name__)
