@@ -5,8 +5,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..data.classes import load_classes
 from ..data.manifest import read_manifest
 from ..data.voc import VOCLayout, read_ids
