@@ -1,0 +1,135 @@
+"""The `train` parameters as one validated object.
+
+Three training methods, chosen by `train.method`; the architecture is chosen separately by `model.*` and the
+class texts by `classes.definitions`, so that every SemiVL strategy can be switched on and off on its own and
+the three methods compare on the same network by default.
+
+- `supervised`: cross-entropy on the labeled batch only.
+- `unimatch`:   + consistency training on unlabeled images (UniMatch: pseudo-labels of a weak view, two strong
+                CutMix views and a feature-perturbed view), no language guidance loss.
+- `semivl`:     `unimatch` + dense CLIP guidance (a frozen copy of the initial CLIP labels confident pixels).
+
+The paper's ablation (SemiVL Table 4, VOC) as `dvc exp run -S ...` settings:
+
+| paper row                          | train.method | model.clip_init | model.spatial_finetune | model.decoder | classes.definitions |
+|------------------------------------|--------------|-----------------|------------------------|---------------|---------------------|
+| UniMatch (ViT)                     | unimatch     | false           | false                  | plain         | names               |
+| + CLIP initialisation              | unimatch     | true            | false                  | plain         | names               |
+| + spatial fine-tuning              | unimatch     | true            | true                   | plain         | names               |
+| + language-guided decoder          | unimatch     | true            | true                   | vlg           | names               |
+| + dense CLIP guidance              | semivl       | true            | true                   | vlg           | names               |
+| + class definitions (= SemiVL)     | semivl       | true            | true                   | vlg           | guidelines          |
+
+The paper's UniMatch (ViT) starts from ImageNet weights; here `clip_init: false` is a randomly initialised
+encoder of the same shape. Dense CLIP guidance always uses the guidance concept lists of the class file
+(data/text_embeddings/concept_embeddings.safetensors); `classes.definitions` changes the class texts the
+decoder compares with. The embedded default keeps the full SemiVL architecture for all three methods.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..errors import PipelineError
+from ..params import Params
+
+METHODS = ("supervised", "unimatch", "semivl")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("none", "bf16")
+SAVE_CHOICES = ("best", "final")
+
+
+def default_stride(crop_size: int) -> int:
+    """The paper's window overlap (stride 426 for crop 512) at another crop size."""
+    return max(1, round(crop_size * 426 / 512))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "semivl"
+    iterations: int = 600
+    batch_size: int = 8  # labeled images per step over all processes; the unlabeled batches have the same size
+    crop_size: int = 128
+    base_size: int = 128  # short side before the random rescale (paper: 512, with crop 512)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    seed: int = 0
+    device: str = "auto"
+    gpus: int = 1
+    amp: str = "bf16"
+    workers: int = 2
+    eval_every: int = 100
+    eval_stride: int = 106  # sliding-window stride of the validation during training (paper: 426 for crop 512)
+    checkpoint_every: int = 50
+    save: str = "best"
+    # optimisation
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    encoder_lr_mult: float = 1.0
+    decoder_lr_mult: float = 10.0
+    poly_power: float = 0.9
+    warmup_iterations: int = 0  # linear warm-up of the learning rate (SemiVL: 0 on VOC)
+    # consistency training
+    conf_threshold: float = 0.95
+    fp_dropout: float = 0.5
+    cutmix_prob: float = 0.5
+    # dense CLIP guidance
+    guidance_lambda: float = 0.1  # at the first iteration; decays linearly to 0 at the last
+    guidance_zeta: float = 0.9
+    guidance_temperature: float = 100.0
+
+    @property
+    def semi_supervised(self) -> bool:
+        return self.method in ("unimatch", "semivl")
+
+    @property
+    def guided(self) -> bool:
+        return self.method == "semivl"
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["scale_range"] = list(self.scale_range)
+        return data
+
+    @classmethod
+    def from_params(cls, params: Params) -> "TrainConfig":
+        p = params
+        scale = p.get_list("train.scale_range", float, min_len=2) if p.has("train.scale_range") else [0.5, 2.0]
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+            raise PipelineError(f"{p.source}: train.scale_range must be [low, high] with 0 < low <= high, got {scale!r}")
+        config = cls(
+            method=p.get_str("train.method", choices=METHODS),
+            iterations=p.get_int("train.iterations", min=1),
+            batch_size=p.get_int("train.batch_size", min=1),
+            crop_size=p.get_int("train.crop_size", min=16),
+            base_size=p.get_int("train.base_size", min=8, default=p.raw("train.crop_size", 128)),
+            scale_range=(float(scale[0]), float(scale[1])),
+            seed=p.get_int("train.seed", min=0),
+            device=p.get_str("train.device", choices=DEVICES),
+            gpus=p.get_int("train.gpus", min=1),
+            amp=p.get_str("train.amp", choices=AMP_MODES),
+            workers=p.get_int("train.workers", min=0),
+            eval_every=p.get_int("train.eval_every", min=1),
+            eval_stride=p.get_int("train.eval_stride", min=1, default=default_stride(p.get_int("train.crop_size", min=16))),
+            checkpoint_every=p.get_int("train.checkpoint_every", min=1),
+            save=p.get_str("train.save", choices=SAVE_CHOICES, default="best"),
+            lr=p.get_float("train.optim.lr", min=0.0, default=1e-4),
+            weight_decay=p.get_float("train.optim.weight_decay", min=0.0, default=0.01),
+            encoder_lr_mult=p.get_float("train.optim.encoder_lr_mult", min=0.0, default=1.0),
+            decoder_lr_mult=p.get_float("train.optim.decoder_lr_mult", min=0.0, default=10.0),
+            poly_power=p.get_float("train.optim.poly_power", min=0.0, default=0.9),
+            warmup_iterations=p.get_int("train.optim.warmup_iterations", min=0, default=0),
+            conf_threshold=p.get_float("train.unimatch.conf_threshold", min=0.0, max=1.0, default=0.95),
+            fp_dropout=p.get_float("train.unimatch.fp_dropout", min=0.0, max=0.99, default=0.5),
+            cutmix_prob=p.get_float("train.unimatch.cutmix_prob", min=0.0, max=1.0, default=0.5),
+            guidance_lambda=p.get_float("train.guidance.lambda", min=0.0, default=0.1),
+            guidance_zeta=p.get_float("train.guidance.zeta", min=0.0, max=1.0, default=0.9),
+            guidance_temperature=p.get_float("train.guidance.temperature", min=0.0, default=100.0),
+        )
+        if config.eval_stride > config.crop_size:
+            raise PipelineError(
+                f"{p.source}: train.eval_stride must be <= train.crop_size ({config.crop_size}), got {config.eval_stride}"
+            )
+        return config

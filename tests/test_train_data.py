@@ -1,0 +1,107 @@
+"""The training data stream: joint augmentation, seeded per-sample views, resumable and rank-independent order."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from semivl_edge.data.voc import VOCLayout, read_ids
+from semivl_edge.errors import PipelineError
+from semivl_edge.model.config import IMAGENET_MEAN, IMAGENET_STD
+from semivl_edge.train import augment
+from semivl_edge.train.data import CropSpec, LabeledCrops, StepBatchSampler, UnlabeledViews, make_loader
+from test_train_support import CLASSES, make_voc_root
+from test_train_support import single_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    return make_voc_root(tmp_path_factory.mktemp("voc"))
+
+
+def spec(crop=32, base=32):
+    return CropSpec(crop, base, (0.5, 2.0), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_geometry_moves_image_and_mask_together_and_pads_with_0_and_255():
+    # An image whose pixel value encodes its mask: after any crop / flip / rescale (nearest for the mask) the
+    # relation must still hold wherever the image was not padded.
+    height, width = 20, 30
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, 15:] = 3
+    image = np.where(mask[..., None] == 3, 200, 40).astype(np.uint8).repeat(3, axis=2)
+    transform = augment.geometric_transform(crop_size=48, base_size=20, scale_range=(1.0, 1.0))
+    for seed in range(10):
+        with augment.seeded(seed):
+            out_img, out_mask = transform(augment.to_image(image), augment.to_mask(mask))
+        assert isinstance(out_mask, tv_tensors.Mask) and out_img.shape == (3, 48, 48) and out_mask.shape == (48, 48)
+        padded = out_mask == 255
+        assert padded.any()  # 20 px short side -> a 48 crop needs padding
+        assert (out_img[:, padded] == 0).all()  # image padded with 0
+        assert ((out_img[0][out_mask == 3]) > 150).all() and ((out_img[0][out_mask == 0]) < 90).all()
+
+
+def test_labeled_crops_are_a_function_of_the_seed(voc_root):
+    layout = VOCLayout(voc_root)
+    ids = read_ids(layout.list_path("train"))
+    data = LabeledCrops(layout, ids, spec(), CLASSES.num_classes)
+    a, b, c = data[(1, 123)], data[(1, 123)], data[(1, 124)]
+    assert a["image"].shape == (3, 32, 32) and a["image"].dtype == torch.float32 and a["mask"].dtype == torch.int64
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert not torch.equal(a["image"], c["image"])
+    values = set(a["mask"].unique().tolist())
+    assert values <= set(range(CLASSES.num_classes)) | {255}
+
+
+def test_unlabeled_views_share_the_weak_geometry(voc_root):
+    layout = VOCLayout(voc_root)
+    ids = read_ids(layout.list_path("train_aug"))
+    data = UnlabeledViews(layout, ids, CropSpec(32, 16, (1.0, 1.0), IMAGENET_MEAN, IMAGENET_STD), cutmix_prob=1.0)
+    item = data[(0, 5)]
+    assert set(item) == {"weak", "strong1", "strong2", "ignore", "box1", "box2"}
+    padded = item["ignore"] == 255
+    assert padded.any() and not padded.all()  # short side 16 < crop 32: padding is marked for the losses
+    assert set(item["ignore"].unique().tolist()) == {0, 255}
+    pad_value = ((torch.zeros(3) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).view(3, 1)
+    # The weak view is padded with image 0; the strong views are colour/blur perturbations of it (their padded
+    # pixels change too, and the losses ignore them through the same ignore map).
+    assert torch.allclose(item["weak"][:, padded], pad_value.expand(3, int(padded.sum())), atol=1e-5)
+    assert item["strong1"].shape == item["weak"].shape == (3, 32, 32)
+    assert item["box1"].any() and item["box2"].any()
+
+
+def test_step_sampler_resumes_and_is_independent_of_world_size():
+    straight = list(StepBatchSampler(10, 4, seed=3, stream=1, start_step=0, end_step=7))
+    resumed = list(StepBatchSampler(10, 4, seed=3, stream=1, start_step=4, end_step=7))
+    assert resumed == straight[4:]
+    ranks = [list(StepBatchSampler(10, 4, seed=3, stream=1, start_step=0, end_step=7, rank=r, world_size=2))
+             for r in range(2)]
+    assert [a + b for a, b in zip(*ranks)] == straight  # rank slices of the same global batches
+    # Each pass over the 10 items visits every item once; streams differ.
+    indices = [i for batch in straight for i, _ in batch]
+    assert sorted(indices[:10]) == list(range(10)) and sorted(indices[10:20]) == list(range(10))
+    other = list(StepBatchSampler(10, 4, seed=3, stream=2, start_step=0, end_step=7))
+    assert other != straight
+    with pytest.raises(PipelineError, match="divisible"):
+        StepBatchSampler(10, 3, seed=0, stream=0, start_step=0, end_step=1, rank=0, world_size=2)
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(voc_root):
+    layout = VOCLayout(voc_root)
+    ids = read_ids(layout.list_path("train_aug"))
+    data = UnlabeledViews(layout, ids, spec(), cutmix_prob=0.5)
+
+    def batches(workers):
+        sampler = StepBatchSampler(len(ids), 2, seed=0, stream=1, start_step=0, end_step=3)
+        return list(make_loader(data, sampler, workers, seed=0, pin_memory=False))
+
+    zero, two = batches(0), batches(2)
+    for a, b in zip(zero, two):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    state = torch.get_rng_state()
+    batches(0)
+    assert torch.equal(state, torch.get_rng_state())  # the data stream never touches the training RNG

@@ -1,0 +1,100 @@
+"""The training loop on a tiny configuration: every method learns, a killed run resumes bit-identically on CPU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from semivl_edge.data.voc import VOCLayout
+from semivl_edge.train import checkpoint as ckpt
+from semivl_edge.train.data import CropSpec, LabeledCrops, UnlabeledViews
+from semivl_edge.train.loop import Trainer, TrainOutputs
+from test_train_support import CLASSES, cpu_runtime, make_voc_root, model_api, tiny_inputs, tiny_train_cfg
+from test_train_support import single_thread  # noqa: F401  (fixture)
+
+TIMING_KEYS = {"wall_time_s", "seconds_per_iteration", "images_per_second", "peak_memory_mb"}
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    return make_voc_root(tmp_path_factory.mktemp("voc"))
+
+
+def fixed_batches(inputs, cfg):
+    layout = VOCLayout(inputs.voc_root)
+    spec = CropSpec(cfg.crop_size, cfg.base_size, cfg.scale_range, inputs.model_cfg.pixel_mean, inputs.model_cfg.pixel_std)
+    collate = torch.utils.data.default_collate
+    labeled = LabeledCrops(layout, inputs.labeled_ids, spec, CLASSES.num_classes)
+    unlabeled = UnlabeledViews(layout, inputs.unlabeled_ids, spec, cfg.cutmix_prob)
+    lb = collate([labeled[(i, 10 + i)] for i in range(cfg.batch_size)])
+    ub = collate([unlabeled[(i, 20 + i)] for i in range(cfg.batch_size)])
+    pb = collate([unlabeled[(i + cfg.batch_size, 30 + i)] for i in range(cfg.batch_size)])
+    return lb, ub, pb
+
+
+@pytest.mark.parametrize("method", ["supervised", "unimatch", "semivl"])
+def test_repeated_steps_on_a_fixed_batch_reduce_the_loss(voc_root, tmp_path, method):
+    # Many scheduled iterations, so that lr and lambda stay (almost) constant over the few steps taken here.
+    cfg = tiny_train_cfg(method=method, iterations=1000, cutmix_prob=1.0, lr=1e-3)
+    inputs = tiny_inputs(voc_root)
+    trainer = Trainer(cfg, inputs, TrainOutputs(tmp_path), cpu_runtime(), model_api())
+    batches = fixed_batches(inputs, cfg) if method != "supervised" else fixed_batches(inputs, cfg)[:1]
+    history = [trainer.train_step(0, *batches) for _ in range(12)]
+    losses = [row["loss"] for row in history]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.9 * losses[0], losses
+    expected = {"supervised": {"loss_sup"},
+                "unimatch": {"loss_sup", "loss_s1", "loss_s2", "loss_fp"},
+                "semivl": {"loss_sup", "loss_s1", "loss_s2", "loss_fp", "loss_dc_s1", "loss_dc_s2", "loss_dc_fp"}}[method]
+    assert {k for k in history[0] if k.startswith("loss_")} == expected
+    assert history[0]["lr_decoder"] == pytest.approx(10 * history[0]["lr_encoder"])
+
+
+def _run(root, voc_root, stop_after=None, fingerprint="fp", **changes):
+    cfg = tiny_train_cfg(**changes)
+    trainer = Trainer(cfg, tiny_inputs(voc_root, fingerprint=fingerprint), TrainOutputs(root), cpu_runtime(), model_api())
+    return trainer, trainer.run(stop_after=stop_after)
+
+
+def _curves(root):
+    folder = root / "reports" / "train" / "plots" / "metrics"
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*.tsv"))}
+
+
+def test_a_killed_run_resumes_to_the_same_weights_metrics_and_curves(voc_root, tmp_path):
+    straight_root, resumed_root = tmp_path / "straight", tmp_path / "resumed"
+    _, straight = _run(straight_root, voc_root)
+
+    _, stopped = _run(resumed_root, voc_root, stop_after=2)
+    assert stopped is None
+    assert [p.name for p in (resumed_root / "models" / "checkpoints").iterdir()] == ["step_000002"]
+    assert not (resumed_root / "models" / "model.safetensors").exists()
+    trainer, resumed = _run(resumed_root, voc_root)
+    assert trainer.progress.history[0]["step"] == 1  # the curves of the first session were carried over
+
+    assert {k: v for k, v in resumed.items() if k not in TIMING_KEYS} == \
+        {k: v for k, v in straight.items() if k not in TIMING_KEYS}
+    a = load_file(straight_root / "models" / "model.safetensors")
+    b = load_file(resumed_root / "models" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _curves(straight_root) == _curves(resumed_root)
+    # A finished run leaves no checkpoint to resume, only a note.
+    left = [p.name for p in (resumed_root / "models" / "checkpoints").iterdir()]
+    assert left == [ckpt.COMPLETED_FILE]
+    metrics = json.loads((resumed_root / "reports" / "metrics" / "train.json").read_text())
+    assert metrics["iterations"] == 4 and 0 <= metrics["miou"] <= 100 and metrics["saved_model"] == "best"
+    assert metrics["peak_memory_mb"] > 0 and metrics["device"].startswith("cpu")
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(voc_root, tmp_path):
+    _run(tmp_path, voc_root, stop_after=2, fingerprint="old")
+    directory = tmp_path / "models" / "checkpoints"
+    assert ckpt.load_latest(directory, "old", world_size=1) is not None
+    assert ckpt.load_latest(directory, "new", world_size=1) is None
+    assert ckpt.load_latest(directory, "old", world_size=2) is None
+    trainer, metrics = _run(tmp_path, voc_root, fingerprint="new", iterations=2)
+    assert metrics["iterations"] == 2 and len(trainer.progress.history) == 2
