@@ -63,6 +63,9 @@ def test_optimizer_is_adamw_and_the_schedule_is_poly():
     assert optim.poly_factor(50, total, power) == pytest.approx(0.5**0.9)
     assert optim.poly_factor(99, total, power) == pytest.approx(0.01**0.9)
     assert optim.poly_factor(total, total, power) == 0.0
+    assert optim.poly_factor(0, total, power, warmup=10) == pytest.approx(0.1)
+    assert optim.poly_factor(9, total, power, warmup=10) == pytest.approx(0.91**0.9)
+    assert optim.poly_factor(10, total, power, warmup=10) == pytest.approx(0.9**0.9)
     optim.set_learning_rates(opt, optim.poly_factor(50, total, power))
     rates = optim.group_learning_rates(opt)
     assert rates["encoder"] == pytest.approx(1e-4 * 0.5**0.9)
