@@ -75,3 +75,29 @@ def pipeline_project(tmp_path: Path) -> PipelineProject:
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "tiny pipeline")
     return project
+
+
+def build_tiny_segmenter(num_classes: int, crop: int = 64):
+    """The real `semivl-tiny` SemiVL model (random init, nothing downloaded), its config and unit text embeddings."""
+    import torch
+    import torch.nn.functional as F
+
+    from semivl_edge.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(clip_model="semivl-tiny", clip_pretrained="none", image_size=crop, decoder_dim=16,
+                      num_classes=num_classes, class_names=[f"c{i}" for i in range(num_classes)])
+    network = build_model(cfg, load_pretrained=False).eval()
+    text = F.normalize(torch.randn(num_classes, int(cfg.embed_dim), generator=torch.Generator().manual_seed(1)), dim=-1)
+    return network, cfg, text
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny ops are dominated by thread hand-offs: one thread keeps these tests fast on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,14 +5,14 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from semivl_edge.errors import PipelineError
 from semivl_edge.evaluation.inference import InferenceConfig, SegmentationPipeline, predict_windows
 from semivl_edge.export.mobile import WindowModel, export_lite, try_optimize_for_mobile, xnnpack_in_torch
 from semivl_edge.export.runtimes import load_runtime
 from semivl_edge.export.torchscript import measure_parity, quiet_torchscript, save_torchscript, script_pipeline
-from semivl_edge.model import ModelConfig, build_model
+
+from conftest import build_tiny_segmenter
 
 CROP = 64
 CLASSES = 4
@@ -20,21 +20,13 @@ INFER = InferenceConfig("sliding", CROP, CROP, 48)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    cfg = ModelConfig(clip_model="semivl-tiny", clip_pretrained="none", image_size=CROP, decoder_dim=16,
-                      num_classes=CLASSES, class_names=[f"c{i}" for i in range(CLASSES)])
-    network = build_model(cfg, load_pretrained=False).eval()
-    text = F.normalize(torch.randn(CLASSES, int(cfg.embed_dim), generator=torch.Generator().manual_seed(1)), dim=-1)
-    return network, cfg, text
+    return build_tiny_segmenter(CLASSES, CROP)
 
 
 @pytest.fixture(scope="module")

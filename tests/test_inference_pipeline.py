@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from semivl_edge.errors import PipelineError
 from semivl_edge.evaluation.inference import (
@@ -18,31 +17,22 @@ from semivl_edge.evaluation.inference import (
     window_starts,
 )
 from semivl_edge.export.torchscript import script_pipeline
-from semivl_edge.model import ModelConfig, build_model
 from semivl_edge.params import Params
+
+from conftest import build_tiny_segmenter
 
 CROP = 64
 CLASSES = 5
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny ops are dominated by thread hand-offs; one thread keeps the tests fast on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """The real tiny SemiVL model (random init, nothing downloaded) and unit text embeddings."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(clip_model="semivl-tiny", clip_pretrained="none", image_size=CROP, decoder_dim=16,
-                      num_classes=CLASSES, class_names=[f"c{i}" for i in range(CLASSES)])
-    network = build_model(cfg, load_pretrained=False).eval()
-    text = F.normalize(torch.randn(CLASSES, int(cfg.embed_dim), generator=torch.Generator().manual_seed(1)), dim=-1)
-    return network, cfg, text
+    return build_tiny_segmenter(CLASSES, CROP)
 
 
 def random_image(height: int, width: int, batch: int = 1, seed: int = 0) -> torch.Tensor:

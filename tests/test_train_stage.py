@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from semivl_edge.errors import PipelineError
 from semivl_edge.train.distributed import check_multi_gpu, torchrun_command
@@ -21,16 +20,6 @@ TRAIN_PARAMS = {
               "eval_every": 3, "checkpoint_every": 2, "workers": 0, "device": "cpu"},
     "model": {"decoder_dim": 16},
 }
-TIMING_KEYS = {"wall_time_s", "seconds_per_iteration", "images_per_second", "peak_memory_mb"}
-
-
-def _metrics(root: Path) -> dict:
-    data = json.loads((root / "reports" / "metrics" / "train.json").read_text())
-    return {k: v for k, v in data.items() if k not in TIMING_KEYS}
-
-
-def _weights(root: Path) -> dict:
-    return load_file(root / "models" / "model.safetensors")
 
 
 def _kill_after_first_checkpoint(project) -> str:
@@ -68,14 +57,8 @@ def test_dvc_repro_train_writes_the_outputs_and_resumes_after_a_kill(pipeline_pr
     resumed = project.dvc("repro", "train")
     log = resumed.stdout + resumed.stderr
     assert "resuming from the checkpoint at iteration" in log, log[-2000:]
-    resumed_metrics, resumed_weights = _metrics(project.root), _weights(project.root)
-
-    straight = project.dvc("repro", "-f", "train")  # from scratch: a finished run leaves nothing to resume
-    assert "starting from iteration 0" in straight.stdout + straight.stderr
-    assert _metrics(project.root) == resumed_metrics
-    straight_weights = _weights(project.root)
-    assert straight_weights.keys() == resumed_weights.keys()
-    assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
+    # (Bit-identical weights and metrics after a resume: tests/test_train_loop.py, in process.)
+    assert [p.name for p in checkpoints.iterdir()] == ["completed.json"]  # nothing stale left to resume
 
     # The outputs other stages and users rely on.
     metrics = json.loads((project.root / "reports" / "metrics" / "train.json").read_text())
