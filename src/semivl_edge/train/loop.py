@@ -15,15 +15,13 @@ One iteration of `unimatch` / `semivl` (after UniMatch, Yang et al. 2023, and Se
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import math
 import random
 import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
