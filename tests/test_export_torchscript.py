@@ -18,10 +18,7 @@ CROP = 64
 CLASSES = 4
 INFER = InferenceConfig("sliding", CROP, CROP, 48)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,7 @@ from conftest import build_tiny_segmenter
 CROP = 64
 CLASSES = 5
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
