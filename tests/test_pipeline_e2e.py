@@ -6,7 +6,7 @@ import json
 # Small enough for 2 CPU cores in a few minutes, large enough for every stage to do real work.
 TINY_PIPELINE = {
     "train": {"iterations": 4, "batch_size": 2, "crop_size": 64, "base_size": 64, "eval_every": 2,
-              "eval_stride": 48, "checkpoint_every": 2, "workers": 0},
+              "checkpoint_every": 2, "workers": 0},
     "eval": {"short_side": 64, "crop_size": 64, "stride": 48, "repeats": 2, "warmup": 1},
     "mobile": {"input_size": 64, "calibration_images": 2, "repeats": 2, "warmup": 1, "device": "host"},
 }

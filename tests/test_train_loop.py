@@ -98,3 +98,26 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(voc_root, tmp_path
     assert ckpt.load_latest(directory, "old", world_size=2) is None
     trainer, metrics = _run(tmp_path, voc_root, fingerprint="new", iterations=2)
     assert metrics["iterations"] == 2 and len(trainer.progress.history) == 2
+
+
+def test_validation_during_training_scores_like_the_evaluation_stage(voc_root):
+    """The best-val checkpoint is chosen by the number eval_gpu reports: same pipeline, same metric."""
+    from semivl_edge.evaluation.evaluate import evaluate as evaluate_stage
+    from semivl_edge.evaluation.inference import InferenceConfig, SegmentationPipeline
+    from semivl_edge.model import build_model
+    from semivl_edge.train.validate import evaluate as evaluate_training, load_val_items
+
+    inputs = tiny_inputs(voc_root)
+    torch.manual_seed(0)
+    model = build_model(inputs.model_cfg, load_pretrained=False)
+    geometry = InferenceConfig(short_side=40, crop_size=32, stride=24)
+    layout = VOCLayout(voc_root)
+    mean, std = inputs.model_cfg.pixel_mean, inputs.model_cfg.pixel_std
+    items = load_val_items(layout, inputs.val_ids, CLASSES.num_classes)
+    during_training = evaluate_training(model, inputs.class_embeddings, items, geometry, mean, std, cpu_runtime(), False)
+    assert model.training  # restored after validation
+
+    pipeline = SegmentationPipeline(model, inputs.class_embeddings, mean, std, geometry).eval()
+    with torch.no_grad():
+        stage = evaluate_stage(pipeline, layout, inputs.val_ids, CLASSES.num_classes, class_names=CLASSES.names)
+    assert during_training == pytest.approx(stage.scores.miou)

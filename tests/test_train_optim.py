@@ -82,7 +82,7 @@ def test_repository_params_give_a_valid_train_config():
     cfg = TrainConfig.from_params(Params.load(REPO / "params.yaml"))
     assert cfg.method in ("supervised", "unimatch", "semivl")
     assert cfg.conf_threshold == 0.95 and cfg.guidance_zeta == 0.9 and cfg.fp_dropout == 0.5
-    assert cfg.eval_stride <= cfg.crop_size
+    assert cfg.validation.stride <= cfg.validation.crop_size
 
 
 def test_bad_train_params_name_the_key():

@@ -16,9 +16,10 @@ from semivl_edge.errors import PipelineError
 from semivl_edge.train.distributed import check_multi_gpu, torchrun_command
 
 TRAIN_PARAMS = {
-    "train": {"method": "semivl", "iterations": 6, "batch_size": 2, "crop_size": 32, "base_size": 32, "eval_stride": 32,
+    "train": {"method": "semivl", "iterations": 6, "batch_size": 2, "crop_size": 32, "base_size": 32,
               "eval_every": 3, "checkpoint_every": 2, "workers": 0, "device": "cpu"},
     "model": {"decoder_dim": 16},
+    "eval": {"short_side": 32, "crop_size": 32, "stride": 32},
 }
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from semivl_edge.data.classes import load_classes
 from semivl_edge.data.synthetic import SyntheticConfig, generate
 from semivl_edge.data.voc import VOCLayout, read_ids
+from semivl_edge.evaluation.inference import InferenceConfig
 from semivl_edge.model.config import ModelConfig
 from semivl_edge.train.config import TrainConfig
 from semivl_edge.train.distributed import Runtime
@@ -39,7 +40,8 @@ def tiny_model_cfg(**changes) -> ModelConfig:
 
 def tiny_train_cfg(**changes) -> TrainConfig:
     settings = dict(method="semivl", iterations=4, batch_size=2, crop_size=CROP, base_size=CROP, device="cpu",
-                    amp="none", workers=0, eval_every=2, eval_stride=CROP, checkpoint_every=2, lr=1e-3)
+                    amp="none", workers=0, eval_every=2, validation=InferenceConfig(short_side=CROP, crop_size=CROP, stride=CROP),
+                    checkpoint_every=2, lr=1e-3)
     settings.update(changes)
     return TrainConfig(**settings)
 

@@ -31,17 +31,13 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import PipelineError
+from ..evaluation.inference import InferenceConfig
 from ..params import Params
 
 METHODS = ("supervised", "unimatch", "semivl")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16")
 SAVE_CHOICES = ("best", "final")
-
-
-def default_stride(crop_size: int) -> int:
-    """The paper's window overlap (stride 426 for crop 512) at another crop size."""
-    return max(1, round(crop_size * 426 / 512))
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ class TrainConfig:
     amp: str = "bf16"
     workers: int = 2
     eval_every: int = 100
-    eval_stride: int = 106  # sliding-window stride of the validation during training (paper: 426 for crop 512)
+    validation: InferenceConfig = InferenceConfig(short_side=128, crop_size=128, stride=106)  # params eval.*
     checkpoint_every: int = 50
     save: str = "best"
     # optimisation
@@ -112,7 +108,7 @@ class TrainConfig:
             amp=p.get_str("train.amp", choices=AMP_MODES),
             workers=p.get_int("train.workers", min=0),
             eval_every=p.get_int("train.eval_every", min=1),
-            eval_stride=p.get_int("train.eval_stride", min=1, default=default_stride(p.get_int("train.crop_size", min=16))),
+            validation=InferenceConfig.from_params(p),
             checkpoint_every=p.get_int("train.checkpoint_every", min=1),
             save=p.get_str("train.save", choices=SAVE_CHOICES, default="best"),
             lr=p.get_float("train.optim.lr", min=0.0, default=1e-4),
@@ -128,8 +124,4 @@ class TrainConfig:
             guidance_zeta=p.get_float("train.guidance.zeta", min=0.0, max=1.0, default=0.9),
             guidance_temperature=p.get_float("train.guidance.temperature", min=0.0, default=100.0),
         )
-        if config.eval_stride > config.crop_size:
-            raise PipelineError(
-                f"{p.source}: train.eval_stride must be <= train.crop_size ({config.crop_size}), got {config.eval_stride}"
-            )
         return config

@@ -289,7 +289,7 @@ class Trainer:
                      optim.trainable(self.segmenter.encoder_parameters()), optim.trainable(self.segmenter.decoder_parameters()))
             log.info("resuming from the checkpoint at iteration %d" % start if start else "starting from iteration 0")
         layout = VOCLayout(inputs.voc_root)
-        val_items = load_val_items(layout, inputs.val_ids[rt.rank::rt.world_size], cfg.crop_size, self.text.shape[0])
+        val_items = load_val_items(layout, inputs.val_ids[rt.rank::rt.world_size], self.text.shape[0])
         live = self._open_live() if main else None
 
         loaders = self.loaders(start)
@@ -334,8 +334,8 @@ class Trainer:
         return True
 
     def _validate(self, val_items, step: int) -> float:
-        miou = evaluate(self.segmenter, self.text, val_items, self.cfg.crop_size, self.cfg.eval_stride, self.mean,
-                        self.std, self.runtime, self.use_amp)
+        miou = evaluate(self.segmenter, self.text, val_items, self.cfg.validation, self.mean, self.std, self.runtime,
+                        self.use_amp)
         self.progress.last_miou = miou
         if self.progress.best_miou is None or miou > self.progress.best_miou:
             self.progress.best_miou, self.progress.best_step = miou, step
