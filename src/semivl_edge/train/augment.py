@@ -44,11 +44,16 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def geometric_transform(crop_size: int, base_size: int, scale_range: Sequence[float]) -> v2.Compose:
-    """Rescale the short side to base_size * U(scale_range), crop crop_size (padding as needed), flip."""
+    """Rescale the short side to base_size * U(scale_range), crop crop_size (padding as needed), flip.
+
+    Bilinear without antialiasing, as inference resizes (evaluation.inference; the mobile runtimes have no
+    antialiased resize), so training and evaluation images have the same statistics. A frozen-encoder probe
+    learned identically with and without it (val mIoU 26.1 vs 26.2 after 1000 iterations).
+    """
     low = max(1, int(round(base_size * scale_range[0])))
     high = max(low + 1, int(round(base_size * scale_range[1])) + 1)
     return v2.Compose([
-        v2.RandomResize(low, high, antialias=True),
+        v2.RandomResize(low, high, antialias=False),
         v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
         v2.RandomHorizontalFlip(p=0.5),
     ])
