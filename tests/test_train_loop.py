@@ -43,10 +43,12 @@ def test_repeated_steps_on_a_fixed_batch_reduce_the_loss(voc_root, tmp_path, met
     inputs = tiny_inputs(voc_root)
     trainer = Trainer(cfg, inputs, TrainOutputs(tmp_path), cpu_runtime(), model_api())
     batches = fixed_batches(inputs, cfg) if method != "supervised" else fixed_batches(inputs, cfg)[:1]
-    history = [trainer.train_step(0, *batches) for _ in range(12)]
+    # 20 steps: the VLG decoder starts at the uniform prediction and, with random text embeddings, needs about ten
+    # steps before its loss starts to fall (see reports/method_comparison.md); then it falls fast.
+    history = [trainer.train_step(0, *batches) for _ in range(20)]
     losses = [row["loss"] for row in history]
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert sum(losses[-3:]) / 3 < 0.9 * losses[0], losses
     expected = {"supervised": {"loss_sup"},
                 "unimatch": {"loss_sup", "loss_s1", "loss_s2", "loss_fp"},
                 "semivl": {"loss_sup", "loss_s1", "loss_s2", "loss_fp", "loss_dc_s1", "loss_dc_s2", "loss_dc_fp"}}[method]
