@@ -40,8 +40,10 @@ log = logging.getLogger(__name__)
 SPLITS_DIR = Path("data/splits")
 EMBEDDINGS_DIR = Path("data/text_embeddings")
 PACKAGE = Path(__file__).resolve().parents[1]
-# Code whose change makes an old checkpoint stale (besides the parameters and data files).
-CODE_DIRS = [PACKAGE / "train", PACKAGE / "model"]
+VALIDATION_CODE = ("evaluate", "inference", "metrics")
+# Code whose change makes an old checkpoint stale (besides the parameters and data files); validation scores with
+# the evaluation's reading, inference and metric code.
+CODE_PATHS = [PACKAGE / "train", PACKAGE / "model"] + [PACKAGE / "evaluation" / f"{name}.py" for name in VALIDATION_CODE]
 # Settings that do not change the computation and so may differ between a run and its resume.
 NOT_FINGERPRINTED = ("workers", "checkpoint_every")
 
@@ -74,7 +76,7 @@ def load_inputs(params: Params, cfg: TrainConfig, runtime: Runtime) -> TrainInpu
 
     settings = {"train": {k: v for k, v in cfg.to_dict().items() if k not in NOT_FINGERPRINTED},
                 "model": model_cfg.to_dict(), "processes": runtime.world_size}
-    files = [MANIFEST, SPLITS_DIR, EMBEDDINGS_DIR, *CODE_DIRS]
+    files = [MANIFEST, SPLITS_DIR, EMBEDDINGS_DIR, *CODE_PATHS]
     return TrainInputs(model_cfg=model_cfg, voc_root=Path(manifest["root"]), labeled_ids=ids["labeled"],
                        unlabeled_ids=ids["unlabeled"], val_ids=ids["val"], class_embeddings=class_embeddings,
                        concept_embeddings=concepts if cfg.guided else None,

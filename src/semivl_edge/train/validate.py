@@ -14,10 +14,10 @@ from typing import Sequence
 import torch
 
 from ..data.classes import IGNORE_INDEX
-from ..data.voc import VOCLayout, read_image, read_mask
+from ..data.voc import VOCLayout
+from ..evaluation.evaluate import load_sample
 from ..evaluation.inference import InferenceConfig, SegmentationPipeline
 from ..evaluation.metrics import mean_iou
-from .data import check_mask
 from .distributed import Runtime, all_reduce_sum
 
 
@@ -28,11 +28,11 @@ class ValItem:
 
 
 def load_val_items(layout: VOCLayout, ids: Sequence[str], num_classes: int) -> list[ValItem]:
+    """The val images and masks, read and checked as the evaluation stages read them."""
     items = []
     for image_id in ids:
-        image = torch.from_numpy(read_image(layout.image_path(image_id))).permute(2, 0, 1).unsqueeze(0).contiguous()
-        mask_path = layout.mask_path(image_id)
-        items.append(ValItem(image, torch.from_numpy(check_mask(read_mask(mask_path), num_classes, mask_path)).long()))
+        image, mask = load_sample(layout, image_id, num_classes)
+        items.append(ValItem(image, torch.from_numpy(mask).long()))
     return items
 
 
