@@ -64,10 +64,16 @@ class Runtime:
                     f"got {list(image.shape)}; cut windows with predict_windows"
                 )
 
+    # What the runtime raises when an input does not run (reported as one line naming the file).
+    inference_errors: tuple[type[BaseException], ...] = (RuntimeError,)
+
     def __call__(self, image: Tensor) -> Tensor:
         self.check_input(image)
-        with torch.inference_mode():
-            return self._run(image.contiguous())
+        try:
+            with torch.inference_mode():
+                return self._run(image.contiguous())
+        except self.inference_errors as exc:
+            raise PipelineError(f"{self.path}: inference failed ({_first_line(exc)})") from None
 
     def _run(self, image: Tensor) -> Tensor:
         raise NotImplementedError
@@ -93,11 +99,8 @@ class TorchScriptRuntime(Runtime):
         super().__init__(path, self.metadata.get("input_size"))
 
     def _run(self, image: Tensor) -> Tensor:
-        try:
-            with quiet_torchscript():
-                return self.module(image)
-        except RuntimeError as exc:
-            raise PipelineError(f"{self.path}: inference failed ({_first_line(exc)})") from None
+        with quiet_torchscript():
+            return self.module(image)
 
 
 class LiteInterpreterRuntime(Runtime):
@@ -119,14 +122,12 @@ class LiteInterpreterRuntime(Runtime):
         super().__init__(path, size)
 
     def _run(self, image: Tensor) -> Tensor:
-        try:
-            return self.module(image)
-        except RuntimeError as exc:
-            raise PipelineError(f"{self.path}: inference failed ({_first_line(exc)})") from None
+        return self.module(image)
 
 
 class ExecuTorchRuntime(Runtime):
     kind = "executorch"
+    inference_errors = (Exception,)  # its pybindings raise plain exceptions
 
     def __init__(self, path: Path):
         try:
@@ -148,10 +149,7 @@ class ExecuTorchRuntime(Runtime):
         super().__init__(path, int(sizes[2]))
 
     def _run(self, image: Tensor) -> Tensor:
-        try:
-            return self.method.execute([image])[0]
-        except Exception as exc:
-            raise PipelineError(f"{self.path}: inference failed ({_first_line(exc)})") from None
+        return self.method.execute([image])[0]
 
 
 def load_runtime(path: str | Path, *, suffix: str | None = None) -> Runtime:

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_dir
 from ..data.classes import DEFINITION_SOURCES, load_classes
+from ..hashing import file_sha256
 from ..model.clip import describe_pretrained, get_tokenizer, load_clip, pretrained_kind
 from ..model.text import CLASS_FILE, CONCEPT_FILE, META_FILE, check_templates, mean_embeddings, prompts_for
 from ..params import Params
@@ -29,14 +30,6 @@ OUTPUT_DIR = Path("data/text_embeddings")
 
 def _sha256(data) -> str:
     return hashlib.sha256(json.dumps(data, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
-
-
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
@@ -61,7 +54,7 @@ def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
         "clip_model": model_name,
         "pretrained": describe_pretrained(pretrained, model_name),
         # DVC tracks the parameter, not the file behind it: record which weights were used.
-        "pretrained_sha256": _file_sha256(pretrained) if pretrained_kind(pretrained, model_name) == "file" else None,
+        "pretrained_sha256": file_sha256(pretrained) if pretrained_kind(pretrained, model_name) == "file" else None,
         "classes_file": classes_file,
         "definitions": definitions,
         "templates": templates,

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_dir, write_json
+from ..hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,6 @@ COMPLETED_FILE = "completed.json"
 
 
 # -- fingerprint -------------------------------------------------------------------------------------------------
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(settings: dict, files: list[Path]) -> str:
     """sha256 over the settings (JSON) and the content of the given files/folders (sorted)."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -54,7 +47,7 @@ def fingerprint(settings: dict, files: list[Path]) -> str:
             if Path(root).is_dir() else [Path(root)]
         for path in paths:
             digest.update(str(path).encode())
-            digest.update(file_digest(path).encode() if path.is_file() else b"<missing>")
+            digest.update(file_sha256(path).encode() if path.is_file() else b"<missing>")
     return digest.hexdigest()
 
 
