@@ -18,6 +18,7 @@ PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/classes", ".d
 TINY_PARAMS = {
     "data": {"synthetic": {"train": 12, "train_aug": 24, "val": 6, "long_side": 96}},
     "split": {"labeled": 4},
+    "clip_pretrain": {"steps": 2, "batch_size": 4, "images": 6, "warmup_steps": 1},
 }
 
 

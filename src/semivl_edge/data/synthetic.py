@@ -41,6 +41,7 @@ ASPECTS = {(4, 3): 0.45, (3, 4): 0.25, (3, 2): 0.15, (2, 3): 0.10, (1, 1): 0.05}
 OBJECT_COUNTS = {1: 0.40, 2: 0.30, 3: 0.20, 4: 0.10}
 REPEAT_FIRST_CLASS = 0.35
 STREAM_TRAIN, STREAM_VAL = 0, 1  # independent image streams: the val set never depends on the train sizes
+STREAM_WEB = 2  # the captioned images that pretrain the embedded CLIP (data/captions.py): never train or val images
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,21 @@ class DenseCLIPEncoder(nn.Module):
         """Patch tokens [B, h*w, C] -> map [B, C, h, w]."""
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], h, w)
 
+    def pooled_embeddings(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class-token embedding [B, E], mean of the dense value-path embeddings [B, E]), not normalised.
+
+        The first is CLIP's own image embedding; the second pools exactly the features that dense guidance reads.
+        Contrastive pretraining aligns both with the captions (pretrain.contrastive).
+        """
+        x, _, _ = self._embed(images)
+        last = len(self.visual.transformer.resblocks) - 1
+        for index in range(last):
+            x = self._block(index, x)
+        visual = self.visual
+        global_embedding = visual.ln_post(self._block(last, x)[:, 0]) @ visual.proj
+        dense = visual.ln_post(self._value_path(last, x[:, 1:])) @ visual.proj
+        return global_embedding, dense.mean(dim=1)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, h, w = self._embed(images)
         last = len(self.visual.transformer.resblocks) - 1

@@ -12,6 +12,7 @@ from ..params import Params
 STAGES = {
     "dataset": "Materialise the Pascal-VOC-format dataset (the embedded synthetic default) or validate a real VOC root.",
     "splits": "Write the labeled / unlabeled / val id lists (VOC protocol: 92, 183, 366, 732, 1464 labeled).",
+    "clip_pretrain": "Pretrain the embedded CLIP contrastively on synthetic image-caption pairs (when clip.pretrained is its output).",
     "text_embeddings": "Embed the class definitions and guidance concepts with the CLIP text encoder (cached).",
     "train": "Semi-supervised training: SemiVL, UniMatch or supervised-only, by parameter.",
     "eval_gpu": "Evaluate the PyTorch model on the GPU (CPU fallback, labelled as such): mIoU, per-class IoU, latency.",

@@ -25,6 +25,7 @@ METRICS = {"eval_gpu": "reports/metrics/eval_gpu.json", "eval_cpu": "reports/met
            "mobile": "reports/metrics/mobile.json"}
 PLOTS = {"per_class": "reports/plots/per_class_iou.png", "latency": "reports/plots/latency.png",
          "qualitative": "reports/plots/qualitative.png"}
+TRAIN_METRICS = "reports/metrics/train.json"
 MARKDOWN = "reports/comparison.md"
 CSV = "reports/comparison.csv"
 MANIFEST = "data/dataset.json"
@@ -78,6 +79,16 @@ def qualitative_samples(root: Path, rows: list[ComparisonRow]) -> list:
     return samples
 
 
+def _model_line(train: dict | None) -> list[str]:
+    """Which model the rows measure (from reports/metrics/train.json, when present)."""
+    if not train:
+        return []
+    unlabeled = f" + {train['unlabeled_images']} unlabeled" if train.get("unlabeled_images") else ""
+    return [f"Model: `{train.get('method')}`, {train.get('iterations')} iterations on {train.get('labeled_images')} "
+            f"labeled{unlabeled} images, best val mIoU {train.get('miou')} during training; CLIP "
+            f"{train.get('clip', 'not recorded')}.", ""]
+
+
 def markdown(rows: list[ComparisonRow], metrics: dict, class_names: list[str], per_class: dict, plots: dict) -> str:
     measured = [r for r in rows if not r.is_reference]
     reference = [r for r in rows if r.is_reference]
@@ -90,6 +101,7 @@ def markdown(rows: list[ComparisonRow], metrics: dict, class_names: list[str], p
         "mIoU: intersection and union summed over the whole set, label 255 ignored. "
         "Latency: p50 over timed calls after warm-up; per window = one network pass.",
         "",
+        *_model_line(metrics.get("train")),
         "## Measured in this pipeline",
         "",
         *measured_table(measured),
@@ -128,6 +140,8 @@ def markdown(rows: list[ComparisonRow], metrics: dict, class_names: list[str], p
 def build_report(root: str | Path = ".") -> ReportOutputs:
     root = Path(root)
     metrics = {key: load_metrics(root / path) for key, path in METRICS.items()}
+    if (root / TRAIN_METRICS).is_file():  # optional: which model the rows measure
+        metrics["train"] = load_metrics(root / TRAIN_METRICS)
     rows = build_rows(metrics["eval_gpu"], metrics["eval_cpu"], metrics["mobile"],
                       {key: str(path) for key, path in METRICS.items()})
     measured = [r for r in rows if not r.is_reference]

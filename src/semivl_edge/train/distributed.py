@@ -59,11 +59,11 @@ def torchrun_command(params_path: str, nproc: int) -> list[str]:
             "-m", "semivl_edge.pipeline.train", "--params", str(params_path)]
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
+def resolve_device(preference: str, local_rank: int = 0, param: str = "train.device") -> torch.device:
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise PipelineError("train.device is cuda but PyTorch sees no CUDA GPU (use auto or cpu)")
+        raise PipelineError(f"{param} is cuda but PyTorch sees no CUDA GPU (use auto or cpu)")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 

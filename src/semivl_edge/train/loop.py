@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ..atomic import write_json, write_metrics
 from ..data.voc import VOCLayout
+from ..model.clip import describe_pretrained
 from . import checkpoint as ckpt
 from . import losses, optim
 from .augment import cutmix
@@ -380,11 +381,12 @@ class Trainer:
             self.segmenter.load_state_dict(self.best_weights)
         self.segmenter.eval()
         self.api.save_model(self.outputs.model_dir, self.segmenter, self.inputs.model_cfg, self.inputs.class_embeddings)
-        iterations = cfg.iterations
+        iterations, mcfg = cfg.iterations, self.inputs.model_cfg
         wall = self.progress.elapsed_s
         images_per_step = cfg.batch_size * (3 if cfg.semi_supervised else 1)  # labeled + unlabeled + partner
         metrics = {
             "method": cfg.method,
+            "clip": f"{mcfg.clip_model}, {describe_pretrained(mcfg.clip_pretrained, mcfg.clip_model)}",
             "miou": round(self.progress.best_miou, 4),
             "best_iteration": self.progress.best_step,
             "miou_final": round(self.progress.last_miou, 4),
