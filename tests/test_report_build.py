@@ -93,7 +93,7 @@ def test_table_rows_and_reference_rows(fixture_project):
 
 def test_report_says_which_model_it_measures(fixture_project):
     assert "Model:" not in build_report(fixture_project).markdown.read_text()  # train.json is optional
-    train = {"method": "semivl", "iterations": 300, "labeled_images": 92, "unlabeled_images": 1372, "miou": 33.3,
+    train = {"method": "semivl", "iterations": 300, "labeled_images": 92, "unlabeled_images": 1372, "miou": 33.3372,
              "clip": "semivl-tiny, file models/clip/clip.safetensors"}
     (fixture_project / "reports/metrics/train.json").write_text(json.dumps(train))
     text = build_report(fixture_project).markdown.read_text()

@@ -15,7 +15,7 @@ from ..data.voc import VOCLayout, read_image, read_mask
 from ..errors import PipelineError
 from ..evaluation.evaluate import PREDICTIONS_DIR
 from .comparison import (
-    ComparisonRow, build_rows, load_metrics, measured_table, per_class_table, reference_table, rows_to_csv,
+    ComparisonRow, number_text, build_rows, load_metrics, measured_table, per_class_table, reference_table, rows_to_csv,
 )
 from .plots import colorize, latency_plot, per_class_iou_plot, qualitative_plot
 
@@ -85,7 +85,7 @@ def _model_line(train: dict | None) -> list[str]:
         return []
     unlabeled = f" + {train['unlabeled_images']} unlabeled" if train.get("unlabeled_images") else ""
     return [f"Model: `{train.get('method')}`, {train.get('iterations')} iterations on {train.get('labeled_images')} "
-            f"labeled{unlabeled} images, best val mIoU {train.get('miou')} during training; CLIP "
+            f"labeled{unlabeled} images, best val mIoU {number_text(train.get('miou'))} during training; CLIP "
             f"{train.get('clip', 'not recorded')}.", ""]
 
 

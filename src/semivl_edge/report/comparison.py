@@ -144,7 +144,7 @@ def rows_to_csv(rows: list[ComparisonRow]) -> str:
     return buffer.getvalue()
 
 
-def _num(value, digits: int = 1) -> str:
+def number_text(value, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
@@ -159,8 +159,8 @@ def measured_table(rows: list[ComparisonRow]) -> list[str]:
     ]
     for r in rows:
         lines.append(
-            f"| {_md_escape(r.runtime)} | {_md_escape(r.device)} | {_num(r.miou)} | {_num(r.latency_p50_ms_image, 2)} | "
-            f"{_num(r.latency_p50_ms_window, 2)} | {_num(r.size_mb, 2)} | {r.threads if r.threads is not None else 'n/a'} | "
+            f"| {_md_escape(r.runtime)} | {_md_escape(r.device)} | {number_text(r.miou)} | {number_text(r.latency_p50_ms_image, 2)} | "
+            f"{number_text(r.latency_p50_ms_window, 2)} | {number_text(r.size_mb, 2)} | {r.threads if r.threads is not None else 'n/a'} | "
             f"`{r.artifact}` |"
         )
     return lines
@@ -169,7 +169,7 @@ def measured_table(rows: list[ComparisonRow]) -> list[str]:
 def reference_table(rows: list[ComparisonRow]) -> list[str]:
     lines = ["| runtime | platform | mIoU % | inference ms / image |", "|---|---|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.runtime} | {r.device} | {_num(r.miou)} | {_num(r.latency_p50_ms_image, 2)} |")
+        lines.append(f"| {r.runtime} | {r.device} | {number_text(r.miou)} | {number_text(r.latency_p50_ms_image, 2)} |")
     return lines
 
 
@@ -178,6 +178,6 @@ def per_class_table(class_names: list[str], per_class: dict[str, dict[str, float
     lines = ["| class | " + " | ".join(_md_escape(r) for r in runtimes) + " |",
              "|---|" + "---:|" * len(runtimes)]
     for name in class_names:
-        cells = [_num(per_class[r].get(name)) for r in runtimes]
+        cells = [number_text(per_class[r].get(name)) for r in runtimes]
         lines.append(f"| {_md_escape(name)} | " + " | ".join(cells) + " |")
     return lines
