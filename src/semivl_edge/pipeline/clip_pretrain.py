@@ -18,6 +18,8 @@ import logging
 import os
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from ..atomic import atomic_dir, atomic_path, write_metrics
 from ..data.captions import CaptionConfig, CaptionedViews
 from ..data.classes import load_classes
@@ -102,15 +104,13 @@ def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
     summary = pretrain(clip, get_tokenizer(model_name), views, pretrain_cfg, IMAGENET_MEAN, IMAGENET_STD, device,
                        on_step=lambda step, values: curves.append({"step": step, **values}))
 
-    from safetensors.torch import save_file
-
     meta = {
         "trained": True,
         "clip_model": model_name,
         "data": "synthetic captioned views (semivl_edge.data.captions), no pixel labels",
         "classes_file": params.get_str("classes.file"),
         "device": str(device),
-        **{k: v for k, v in vars(pretrain_cfg).items()},
+        **vars(pretrain_cfg),
         **{f"captions_{k}": v for k, v in vars(caption_cfg).items()},
         **summary,
     }
