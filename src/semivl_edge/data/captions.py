@@ -7,8 +7,9 @@ Like a web caption, a caption names what the picture shows and nothing about whe
 van." - the classes covering at least `min_fraction` of the view, each named by a random one of its words
 (the class name or one of its guidance concepts), in random order; a view that shows no object is captioned with
 a scene word ("a photo of a wall."), and a caption sometimes names the setting ("... in front of a wall.").
-Half the views are close-ups (a 25-75% square of the full view, enlarged), captioned by what the close-up shows: that is how a CLIP learns which words go with which part of an image.
-No caption ever holds a pixel label.
+By default half the views are close-ups (a 25-75% square of the full view, enlarged), captioned by what the
+close-up shows: that is how a CLIP learns which words go with which part of an image. No caption ever holds a
+pixel label.
 """
 from __future__ import annotations
 
