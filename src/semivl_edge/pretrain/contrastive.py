@@ -69,7 +69,8 @@ def optimizer_for(clip: nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
 
 def to_batch(views: list[np.ndarray], mean: tuple, std: tuple, device: torch.device) -> torch.Tensor:
     images = torch.from_numpy(np.stack(views)).to(device).permute(0, 3, 1, 2).float() / 255.0
-    return (images - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(values, device=device).view(1, 3, 1, 1) for values in (mean, std))
+    return (images - mean) / std
 
 
 def pretrain(clip: nn.Module, tokenizer: Callable, views: CaptionedViews, cfg: PretrainConfig,
@@ -96,7 +97,8 @@ def pretrain(clip: nn.Module, tokenizer: Callable, views: CaptionedViews, cfg: P
         loss_dense = contrastive_loss(dense_embedding, text, clip.logit_scale)
         loss = loss_global + loss_dense
         if not torch.isfinite(loss):
-            raise PipelineError(f"clip_pretrain: the loss is {loss.item()} at step {step} (try a lower clip_pretrain.lr)")
+            raise PipelineError(f"clip_pretrain: the loss is {loss.item()} at step {step} "
+                                "(try a lower clip_pretrain.lr)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -159,9 +159,9 @@ def measured_table(rows: list[ComparisonRow]) -> list[str]:
     ]
     for r in rows:
         lines.append(
-            f"| {_md_escape(r.runtime)} | {_md_escape(r.device)} | {number_text(r.miou)} | {number_text(r.latency_p50_ms_image, 2)} | "
-            f"{number_text(r.latency_p50_ms_window, 2)} | {number_text(r.size_mb, 2)} | {r.threads if r.threads is not None else 'n/a'} | "
-            f"`{r.artifact}` |"
+            f"| {_md_escape(r.runtime)} | {_md_escape(r.device)} | {number_text(r.miou)} | "
+            f"{number_text(r.latency_p50_ms_image, 2)} | {number_text(r.latency_p50_ms_window, 2)} | "
+            f"{number_text(r.size_mb, 2)} | {r.threads if r.threads is not None else 'n/a'} | `{r.artifact}` |"
         )
     return lines
 
