@@ -13,9 +13,7 @@ pixel label.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import multiprocessing
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -24,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .classes import ClassSpec
-from .synthetic import STREAM_WEB, render
+from .synthetic import STREAM_WEB, parallel_map, render
 
 SCENE_WORDS = 22  # the first background guidance concepts are scenes (wall, grass, sky, ...); the rest are
 # things VOC files under background (helicopter, truck, ...), which the synthetic images never show
@@ -62,14 +60,9 @@ class CaptionedViews:
         self.words = [list(dict.fromkeys([name, *concepts])) for name, concepts in
                       zip(classes.names, classes.guidance_concepts)]
         self.scene_words = classes.guidance_concepts[0][:SCENE_WORDS]
-        job = functools.partial(_render_picture, classes=classes, config=config)
-        with contextlib.ExitStack() as stack:
-            if workers > 1:
-                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
-                pictures = pool.imap(job, range(config.images), chunksize=16)
-            else:
-                pictures = map(job, range(config.images))
-            self.pictures = list(progress(pictures, config.images) if progress else pictures)
+        pictures = parallel_map(functools.partial(_render_picture, classes=classes, config=config),
+                                range(config.images), workers)
+        self.pictures = list(progress(pictures, config.images) if progress else pictures)
 
     def caption(self, labels: np.ndarray, rng: random.Random) -> str:
         counts = np.bincount(labels.ravel(), minlength=self.classes.num_classes)

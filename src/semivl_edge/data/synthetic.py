@@ -19,7 +19,6 @@ The appearance of each class is the table APPEARANCE below: edit it to make the 
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import functools
 import io
 import multiprocessing
@@ -440,6 +439,15 @@ def voc_palette(classes: ClassSpec) -> list[int]:
     return [v for rgb in colours for v in rgb]
 
 
+def parallel_map(job: Callable, items, workers: int) -> Iterator:
+    """map(job, items), in `workers` forked processes when workers > 1; results in input order either way."""
+    if workers <= 1:
+        yield from map(job, items)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(job, items, chunksize=8)
+
+
 def _encode_item(item: SyntheticItem, classes: ClassSpec, config: SyntheticConfig) -> tuple[SyntheticItem, bytes, bytes]:
     return (item, *encode(item, classes, config))
 
@@ -457,16 +465,10 @@ def generate(root: str | Path, classes: ClassSpec, config: SyntheticConfig, work
     items = lists["train_aug"] + lists["val"]
     for folder in (IMAGE_DIR, MASK_DIR, AUG_MASK_DIR, LIST_DIR):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    job = functools.partial(_encode_item, classes=classes, config=config)
-    with contextlib.ExitStack() as stack:
-        if workers > 1:
-            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
-            results = pool.imap(job, items, chunksize=8)
-        else:
-            results = map(job, items)
-        for item, jpeg, png in (progress(results, len(items)) if progress else results):
-            (root / IMAGE_DIR / f"{item.image_id}.jpg").write_bytes(jpeg)
-            (root / item.mask_dir / f"{item.image_id}.png").write_bytes(png)
+    results = parallel_map(functools.partial(_encode_item, classes=classes, config=config), items, workers)
+    for item, jpeg, png in (progress(results, len(items)) if progress else results):
+        (root / IMAGE_DIR / f"{item.image_id}.jpg").write_bytes(jpeg)
+        (root / item.mask_dir / f"{item.image_id}.png").write_bytes(png)
     for name, members in lists.items():
         text = "".join(f"{i}\n" for i in sorted(m.image_id for m in members))
         (root / LIST_DIR / f"{name}.txt").write_text(text)

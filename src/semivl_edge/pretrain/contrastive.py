@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..data.captions import CaptionedViews
 from ..errors import PipelineError
 from ..model.encoder import DenseCLIPEncoder
+from ..train.augment import normalize
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,8 @@ def optimizer_for(clip: nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
 
 
 def to_batch(views: list[np.ndarray], mean: tuple, std: tuple, device: torch.device) -> torch.Tensor:
-    images = torch.from_numpy(np.stack(views)).to(device).permute(0, 3, 1, 2).float() / 255.0
-    mean, std = (torch.tensor(values, device=device).view(1, 3, 1, 1) for values in (mean, std))
-    return (images - mean) / std
+    """uint8 HWC views -> a float batch normalised as training crops are (train.augment.normalize)."""
+    return normalize(torch.from_numpy(np.stack(views)).to(device).permute(0, 3, 1, 2), mean, std)
 
 
 def pretrain(clip: nn.Module, tokenizer: Callable, views: CaptionedViews, cfg: PretrainConfig,
