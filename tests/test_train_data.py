@@ -59,9 +59,10 @@ def test_labeled_crops_are_a_function_of_the_seed(voc_root):
 def test_unlabeled_views_share_the_weak_geometry(voc_root):
     layout = VOCLayout(voc_root)
     ids = read_ids(layout.list_path("train_aug"))
-    data = UnlabeledViews(layout, ids, CropSpec(32, 16, (1.0, 1.0), IMAGENET_MEAN, IMAGENET_STD), cutmix_prob=1.0)
+    data = UnlabeledViews(layout, ids, CropSpec(32, 16, (1.0, 1.0), IMAGENET_MEAN, IMAGENET_STD), cutmix_prob=1.0,
+                          num_classes=CLASSES.num_classes)
     item = data[(0, 5)]
-    assert set(item) == {"weak", "strong1", "strong2", "ignore", "box1", "box2"}
+    assert set(item) == {"weak", "strong1", "strong2", "ignore", "box1", "box2", "truth"}
     padded = item["ignore"] == 255
     assert padded.any() and not padded.all()  # short side 16 < crop 32: padding is marked for the losses
     assert set(item["ignore"].unique().tolist()) == {0, 255}
@@ -71,6 +72,37 @@ def test_unlabeled_views_share_the_weak_geometry(voc_root):
     assert torch.allclose(item["weak"][:, padded], pad_value.expand(3, int(padded.sum())), atol=1e-5)
     assert item["strong1"].shape == item["weak"].shape == (3, 32, 32)
     assert item["box1"].any() and item["box2"].any()
+    assert (item["truth"][padded] == 255).all() and (item["truth"][~padded] != 255).any()
+
+
+def test_unlabeled_truth_is_cropped_like_the_weak_view_and_changes_nothing_else(voc_root, tmp_path):
+    # An image whose red channel encodes its mask (class 3 on the right half): after the random geometry the truth
+    # must still sit under the bright pixels. Without a mask file the views are identical and the truth unknown.
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "VOC2012"
+    shutil.copytree(voc_root, root)
+    layout = VOCLayout(root)
+    image_id = read_ids(layout.list_path("train_aug"))[-1]
+    mask = np.zeros((24, 36), np.uint8)
+    mask[:, 18:] = 3
+    mask[0, 0] = 77  # not a class: unknown to the audit, no error
+    Image.fromarray(np.where(mask[..., None] == 3, 220, 30).astype(np.uint8).repeat(3, axis=2)).save(
+        layout.image_path(image_id), quality=100)
+    Image.fromarray(mask).save(layout.mask_path(image_id))
+    data = UnlabeledViews(layout, [image_id], CropSpec(32, 24, (1.0, 1.0), IMAGENET_MEAN, IMAGENET_STD), cutmix_prob=0.5,
+                          num_classes=CLASSES.num_classes)
+    for seed in range(6):
+        item = data[(0, seed)]
+        truth, raw = item["truth"], item["weak"][0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+        assert set(truth.unique().tolist()) <= {0, 3, 255}
+        assert (raw[truth == 3] > 0.6).all() and (raw[truth == 0] < 0.4).all()
+    layout.mask_path(image_id).unlink()
+    blind = data[(0, 5)]
+    assert (blind["truth"] == 255).all()
+    assert all(torch.equal(blind[k], item[k]) for k in item if k != "truth")
 
 
 def test_step_sampler_resumes_and_is_independent_of_world_size():
@@ -92,7 +124,7 @@ def test_step_sampler_resumes_and_is_independent_of_world_size():
 def test_batches_do_not_depend_on_the_number_of_workers(voc_root):
     layout = VOCLayout(voc_root)
     ids = read_ids(layout.list_path("train_aug"))
-    data = UnlabeledViews(layout, ids, spec(), cutmix_prob=0.5)
+    data = UnlabeledViews(layout, ids, spec(), cutmix_prob=0.5, num_classes=CLASSES.num_classes)
 
     def batches(workers):
         sampler = StepBatchSampler(len(ids), 2, seed=0, stream=1, start_step=0, end_step=3)

@@ -74,23 +74,39 @@ class LabeledCrops(Dataset):
 
 
 class UnlabeledViews(Dataset):
-    """Item (index, seed) -> weak view, two strong views, ignore map (255 = padding) and two CutMix boxes."""
+    """Item (index, seed) -> weak view, two strong views, ignore map (255 = padding), two CutMix boxes, and the
+    true mask cropped like the weak view ("truth": all 255 where the image has no mask).
 
-    def __init__(self, layout: VOCLayout, ids: Sequence[str], spec: CropSpec, cutmix_prob: float):
+    The truth is for the target audit (train/audit.py) only; no loss reads it. Mask values outside the classes
+    count as unknown (255) there rather than stopping training over a diagnostic.
+    """
+
+    def __init__(self, layout: VOCLayout, ids: Sequence[str], spec: CropSpec, cutmix_prob: float, num_classes: int):
         self.layout, self.ids, self.spec, self.cutmix_prob = layout, list(ids), spec, cutmix_prob
+        self.num_classes = num_classes
         self.geometry = augment.geometric_transform(spec.crop_size, spec.base_size, spec.scale_range)
         self.strong = augment.strong_photometric_transform()
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _truth(self, image_id: str, shape: tuple[int, int]) -> np.ndarray:
+        path = self.layout.mask_path(image_id)
+        mask = read_mask(path) if path.is_file() else None
+        if mask is None or mask.shape != shape:
+            return np.full(shape, IGNORE_INDEX, np.uint8)
+        return np.where(mask < self.num_classes, mask, IGNORE_INDEX).astype(np.uint8)
+
     def __getitem__(self, key: tuple[int, int]) -> dict:
         index, seed = key
         image = read_image(self.layout.image_path(self.ids[index]))
         blank = np.zeros(image.shape[:2], np.uint8)
+        truth = self._truth(self.ids[index], image.shape[:2])
         norm = lambda x: augment.normalize(x, self.spec.pixel_mean, self.spec.pixel_std)  # noqa: E731
         with augment.seeded(seed):
-            weak, ignore = self.geometry(augment.to_image(image), augment.to_mask(blank))
+            # One call: the image, its padding map and its truth get the same geometry (and the same random draws
+            # as without the truth, so the audit does not change training).
+            weak, ignore, truth = self.geometry(augment.to_image(image), augment.to_mask(blank), augment.to_mask(truth))
             strong1 = self.strong(weak)
             box1 = augment.sample_cutmix_box(self.spec.crop_size, self.cutmix_prob)
             strong2 = self.strong(weak)
@@ -102,7 +118,13 @@ class UnlabeledViews(Dataset):
             "ignore": ignore.as_subclass(torch.Tensor).long(),
             "box1": box1,
             "box2": box2,
+            "truth": truth.as_subclass(torch.Tensor).long(),
         }
+
+
+def count_masks(layout: VOCLayout, ids: Sequence[str]) -> int:
+    """How many of `ids` have a mask file (the unlabeled images' masks feed the target audit only)."""
+    return sum(layout.mask_path(i).is_file() for i in ids)
 
 
 def sample_seed(seed: int, stream: int, position: int) -> int:

@@ -35,10 +35,11 @@ from ..data.voc import VOCLayout
 from ..model.clip import describe_pretrained
 from . import checkpoint as ckpt
 from . import losses, optim
+from .audit import TargetAudit
 from .augment import cutmix
 from .config import TrainConfig
 from .data import (STREAM_LABELED, STREAM_PARTNER, STREAM_UNLABELED, CropSpec, LabeledCrops, StepBatchSampler,
-                   UnlabeledViews, make_loader)
+                   UnlabeledViews, count_masks, make_loader)
 from .distributed import Runtime, barrier, gather_to_main
 from .guidance import DenseClipGuidance, initial_clip_copy
 from .progress import logs_above_bar
@@ -154,6 +155,7 @@ class Trainer:
         seed_everything(cfg.seed + 1000 * runtime.rank + 1)  # training randomness (dropout) differs per rank
         self.progress = ckpt.Progress()
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.audit = TargetAudit()
 
     # -- one iteration ---------------------------------------------------------------------------------------
     def autocast(self):
@@ -215,12 +217,15 @@ class Trainer:
         fp = losses.confident_consistency_loss(pred_fp, label_w, conf_w, ignore_w, thr)
         terms.update(loss_sup=sup, loss_s1=s1, loss_s2=s2, loss_fp=fp)
         valid = ignore_w != 255
-        terms["confident_ratio"] = ((conf_w >= thr) & valid).sum() / valid.sum().clamp(min=1)
+        confident = (conf_w >= thr) & valid
+        terms["confident_ratio"] = confident.sum() / valid.sum().clamp(min=1)
+        terms.update(self.audit.step("pseudo_label", label_w.masked_fill(~confident, 255), u["truth"]))
         if self.guidance is None:
             return losses.combine_losses(sup, s1, s2, fp)
 
         clip_w = clip_w.masked_fill(ignore_w == 255, 255)
         clip_p = clip_p.masked_fill(ignore_p == 255, 255)
+        terms.update(self.audit.step("guidance", clip_w, u["truth"]))
         dc_s1 = losses.guidance_loss(pred_s1, cutmix(clip_w, clip_p, u["box1"]))
         dc_s2 = losses.guidance_loss(pred_s2, cutmix(clip_w, clip_p, u["box2"]))
         dc_fp = losses.guidance_loss(pred_fp, clip_w)
@@ -244,7 +249,7 @@ class Trainer:
 
         out = [loader(LabeledCrops(layout, inputs.labeled_ids, spec, num_classes), STREAM_LABELED)]
         if cfg.semi_supervised:
-            unlabeled = UnlabeledViews(layout, inputs.unlabeled_ids, spec, cfg.cutmix_prob)
+            unlabeled = UnlabeledViews(layout, inputs.unlabeled_ids, spec, cfg.cutmix_prob, num_classes)
             out += [loader(unlabeled, STREAM_UNLABELED), loader(unlabeled, STREAM_PARTNER)]
         return out
 
@@ -290,6 +295,10 @@ class Trainer:
                      optim.trainable(self.segmenter.encoder_parameters()), optim.trainable(self.segmenter.decoder_parameters()))
             log.info("resuming from the checkpoint at iteration %d" % start if start else "starting from iteration 0")
         layout = VOCLayout(inputs.voc_root)
+        if main and cfg.semi_supervised:
+            masks = count_masks(layout, inputs.unlabeled_ids)
+            log.info("target audit: %d of %d unlabeled images have a mask, used only to score the pseudo-labels%s "
+                     "(never trained on)", masks, len(inputs.unlabeled_ids), " and CLIP labels" if cfg.guided else "")
         val_items = load_val_items(layout, inputs.val_ids[rt.rank::rt.world_size], self.text.shape[0])
         live = self._open_live() if main else None
 
@@ -345,6 +354,9 @@ class Trainer:
         if self.runtime.is_main:
             log.info("iteration %d: val mIoU %.2f (best %.2f at iteration %d)", step, miou, self.progress.best_miou,
                      self.progress.best_step)
+            targets = self.audit.summary()
+            if targets:
+                log.info("unlabeled targets since the last evaluation: %s", targets)
         return miou
 
     @staticmethod
