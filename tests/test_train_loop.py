@@ -53,6 +53,9 @@ def test_repeated_steps_on_a_fixed_batch_reduce_the_loss(voc_root, tmp_path, met
                 "unimatch": {"loss_sup", "loss_s1", "loss_s2", "loss_fp"},
                 "semivl": {"loss_sup", "loss_s1", "loss_s2", "loss_fp", "loss_dc_s1", "loss_dc_s2", "loss_dc_fp"}}[method]
     assert {k for k in history[0] if k.startswith("loss_")} == expected
+    # The target audit scores the unlabeled targets against the tiny set's masks (never a loss term).
+    audited = {"supervised": set(), "unimatch": {"pseudo_label"}, "semivl": {"pseudo_label", "guidance"}}[method]
+    assert {k.rsplit("_", 1)[0] for k in history[0] if k.endswith("_coverage")} == audited
     assert history[0]["lr_decoder"] == pytest.approx(10 * history[0]["lr_encoder"])
 
 
