@@ -1,9 +1,12 @@
 """The training data stream: joint augmentation, seeded per-sample views, resumable and rank-independent order."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 
 from semivl_edge.data.voc import VOCLayout, read_ids
@@ -78,10 +81,6 @@ def test_unlabeled_views_share_the_weak_geometry(voc_root):
 def test_unlabeled_truth_is_cropped_like_the_weak_view_and_changes_nothing_else(voc_root, tmp_path):
     # An image whose red channel encodes its mask (class 3 on the right half): after the random geometry the truth
     # must still sit under the bright pixels. Without a mask file the views are identical and the truth unknown.
-    import shutil
-
-    from PIL import Image
-
     root = tmp_path / "VOC2012"
     shutil.copytree(voc_root, root)
     layout = VOCLayout(root)
