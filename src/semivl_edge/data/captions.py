@@ -30,7 +30,7 @@ SCENE_WORDS = 22  # the first background guidance concepts are scenes (wall, gra
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    images: int = 4000  # pictures rendered once; views are cropped from them afresh every step
+    images: int = 8000  # pictures rendered once; views are cropped from them afresh every step
     view_size: int = 128  # the CLIP's input size
     long_side: int = 320  # rendering size, as the dataset's (data.synthetic.long_side)
     close_up: float = 0.5  # probability of a close-up view

@@ -36,7 +36,7 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 1000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 5.0e-4
     weight_decay: float = 0.1
