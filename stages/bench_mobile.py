@@ -1,5 +1,5 @@
-"""DVC stage `bench_mobile`: see `python stages/bench_mobile.py --help`; the work is done in semivl_edge.pipeline.bench_mobile."""
-from semivl_edge.pipeline import main
+"""DVC stage `bench_mobile`: `python stages/bench_mobile.py --help` says what it does; the work is in semivl_edge.pipeline.bench_mobile."""
+from semivl_edge.pipeline import bench_mobile, main
 
 if __name__ == "__main__":
-    main("bench_mobile")
+    main(bench_mobile)

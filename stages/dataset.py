@@ -1,5 +1,5 @@
-"""DVC stage `dataset`: see `python stages/dataset.py --help`; the work is done in semivl_edge.pipeline.dataset."""
-from semivl_edge.pipeline import main
+"""DVC stage `dataset`: `python stages/dataset.py --help` says what it does; the work is in semivl_edge.pipeline.dataset."""
+from semivl_edge.pipeline import dataset, main
 
 if __name__ == "__main__":
-    main("dataset")
+    main(dataset)

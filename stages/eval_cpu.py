@@ -1,5 +1,5 @@
-"""DVC stage `eval_cpu`: see `python stages/eval_cpu.py --help`; the work is done in semivl_edge.pipeline.eval_cpu."""
-from semivl_edge.pipeline import main
+"""DVC stage `eval_cpu`: `python stages/eval_cpu.py --help` says what it does; the work is in semivl_edge.pipeline.eval_cpu."""
+from semivl_edge.pipeline import eval_cpu, main
 
 if __name__ == "__main__":
-    main("eval_cpu")
+    main(eval_cpu)

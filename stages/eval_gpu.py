@@ -1,5 +1,5 @@
-"""DVC stage `eval_gpu`: see `python stages/eval_gpu.py --help`; the work is done in semivl_edge.pipeline.eval_gpu."""
-from semivl_edge.pipeline import main
+"""DVC stage `eval_gpu`: `python stages/eval_gpu.py --help` says what it does; the work is in semivl_edge.pipeline.eval_gpu."""
+from semivl_edge.pipeline import eval_gpu, main
 
 if __name__ == "__main__":
-    main("eval_gpu")
+    main(eval_gpu)

@@ -1,5 +1,5 @@
-"""DVC stage `report`: see `python stages/report.py --help`; the work is done in semivl_edge.pipeline.report."""
-from semivl_edge.pipeline import main
+"""DVC stage `report`: `python stages/report.py --help` says what it does; the work is in semivl_edge.pipeline.report."""
+from semivl_edge.pipeline import main, report
 
 if __name__ == "__main__":
-    main("report")
+    main(report)

@@ -1,5 +1,5 @@
-"""DVC stage `splits`: see `python stages/splits.py --help`; the work is done in semivl_edge.pipeline.splits."""
-from semivl_edge.pipeline import main
+"""DVC stage `splits`: `python stages/splits.py --help` says what it does; the work is in semivl_edge.pipeline.splits."""
+from semivl_edge.pipeline import main, splits
 
 if __name__ == "__main__":
-    main("splits")
+    main(splits)

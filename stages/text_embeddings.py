@@ -1,5 +1,5 @@
-"""DVC stage `text_embeddings`: see `python stages/text_embeddings.py --help`; the work is done in semivl_edge.pipeline.text_embeddings."""
-from semivl_edge.pipeline import main
+"""DVC stage `text_embeddings`: `python stages/text_embeddings.py --help` says what it does; the work is in semivl_edge.pipeline.text_embeddings."""
+from semivl_edge.pipeline import main, text_embeddings
 
 if __name__ == "__main__":
-    main("text_embeddings")
+    main(text_embeddings)

@@ -78,16 +78,41 @@ def pipeline_project(tmp_path: Path) -> PipelineProject:
     return project
 
 
+# -- configurations: the committed params.yaml with a test's changes (the library keeps no defaults) ------------
+def committed_params(overrides: dict | None = None):
+    """The repository's params.yaml as `Params`, with `overrides` (nested dict) applied."""
+    from semivl_edge.params import Params
+
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    return Params(deep_update(data, overrides or {}), source="params.yaml")
+
+
+def model_config(**changes):
+    """The default ModelConfig of params.yaml, random-init CLIP (nothing loaded), with `changes`."""
+    from semivl_edge.model.config import ModelConfig, model_config_from_params
+
+    names = changes.pop("class_names", None) or [f"c{i}" for i in range(changes.get("num_classes", 21))]
+    cfg = model_config_from_params(committed_params({"clip": {"pretrained": "none"}}), names)
+    changes.setdefault("num_classes", len(names))
+    return ModelConfig(**{**cfg.to_dict(), "embed_dim": None, **changes})  # embed_dim follows clip_model
+
+
+def train_config(**changes):
+    """The default TrainConfig of params.yaml with `changes` (field names of TrainConfig)."""
+    from semivl_edge.train.config import TrainConfig
+
+    return TrainConfig.from_params(committed_params()).replace(**changes)
+
+
 def build_tiny_segmenter(num_classes: int, crop: int = 64):
     """The real `semivl-tiny` SemiVL model (random init, nothing downloaded), its config and unit text embeddings."""
     import torch
     import torch.nn.functional as F
 
-    from semivl_edge.model import ModelConfig, build_model
+    from semivl_edge.model.segmenter import build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(clip_model="semivl-tiny", clip_pretrained="none", image_size=crop, decoder_dim=16,
-                      num_classes=num_classes, class_names=[f"c{i}" for i in range(num_classes)])
+    cfg = model_config(image_size=crop, decoder_dim=16, num_classes=num_classes)
     network = build_model(cfg, load_pretrained=False).eval()
     text = F.normalize(torch.randn(num_classes, int(cfg.embed_dim), generator=torch.Generator().manual_seed(1)), dim=-1)
     return network, cfg, text

@@ -14,7 +14,7 @@ from semivl_edge.data.captions import CaptionConfig, CaptionedViews
 from semivl_edge.data.classes import load_classes
 from semivl_edge.data.synthetic import STREAM_TRAIN, STREAM_VAL, STREAM_WEB, render
 from semivl_edge.model.clip import get_tokenizer, load_clip
-from semivl_edge.model.config import IMAGENET_MEAN, IMAGENET_STD
+from semivl_edge.basics import IMAGENET_MEAN, IMAGENET_STD
 from semivl_edge.model.encoder import DenseCLIPEncoder
 from semivl_edge.params import Params
 from semivl_edge.pipeline import clip_pretrain as stage
@@ -23,7 +23,7 @@ from semivl_edge.pretrain.contrastive import PretrainConfig, contrastive_loss, l
 REPO = Path(__file__).resolve().parents[1]
 
 CLASSES = load_classes(REPO / "data" / "classes" / "voc.yaml")
-SMALL = CaptionConfig(images=6, view_size=64, long_side=96, seed=0)
+SMALL = CaptionConfig(images=6, view_size=64, long_side=96, close_up=0.5, min_fraction=0.05, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_contrastive_loss_hand_cases():
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    cfg = PretrainConfig(steps=110, lr=1.0, warmup_steps=10)
+    cfg = PretrainConfig(steps=110, batch_size=4, lr=1.0, weight_decay=0.1, warmup_steps=10, seed=0)
     assert learning_rate(5, cfg) == pytest.approx(0.5)
     assert learning_rate(10, cfg) == pytest.approx(1.0)
     assert learning_rate(60, cfg) == pytest.approx(0.5)
@@ -99,9 +99,9 @@ class FixedBatch:
 def test_pretraining_lowers_the_contrastive_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     clip = load_clip("semivl-tiny", "none")
-    batch = FixedBatch(CaptionedViews(CLASSES, CaptionConfig(images=8, view_size=128, long_side=96, seed=0)), 8)
+    batch = FixedBatch(CaptionedViews(CLASSES, CaptionConfig(images=8, view_size=128, long_side=96, close_up=0.5, min_fraction=0.05, seed=0)), 8)
     losses = []
-    pretrain(clip, get_tokenizer("semivl-tiny"), batch, PretrainConfig(steps=10, batch_size=8, lr=1e-3, warmup_steps=1),
+    pretrain(clip, get_tokenizer("semivl-tiny"), batch, PretrainConfig(steps=10, batch_size=8, lr=1e-3, weight_decay=0.1, warmup_steps=1, seed=0),
              IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), on_step=lambda step, v: losses.append(v["loss"]))
     assert np.mean(losses[-3:]) < 0.7 * losses[0]
 

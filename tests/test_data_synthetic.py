@@ -142,4 +142,4 @@ def test_appearance_table_is_confusable_by_design():
 
 def test_train_aug_smaller_than_train_is_an_error():
     with pytest.raises(PipelineError, match="data.synthetic.train_aug must be >= data.synthetic.train"):
-        SyntheticConfig(train=10, train_aug=5)
+        SyntheticConfig(seed=0, train=10, train_aug=5, val=4, long_side=96)

@@ -21,9 +21,10 @@ from semivl_edge.errors import PipelineError
 from semivl_edge.evaluation.inference import InferenceConfig, SegmentationPipeline, predict_windows
 from semivl_edge.export.mobile import WindowModel
 from semivl_edge.export.runtimes import load_runtime
-from semivl_edge.model import ModelConfig
 from semivl_edge.params import Params
 from semivl_edge.pipeline import export_torchscript as stage
+
+from conftest import model_config
 
 pytest.importorskip("executorch")
 
@@ -83,7 +84,7 @@ def project(tmp_path_factory):
     (root / "data" / "splits" / "val.txt").write_text("img_4\nimg_5\nimg_0\n")
 
     torch.manual_seed(0)
-    cfg = ModelConfig(clip_model="semivl-tiny", clip_pretrained="none", image_size=SIZE, num_classes=CLASSES, class_names=names)
+    cfg = model_config(image_size=SIZE, num_classes=CLASSES, class_names=names)
     network = StandIn(int(cfg.embed_dim)).eval()
     text = F.normalize(torch.randn(CLASSES, int(cfg.embed_dim)), dim=-1)
 
@@ -91,7 +92,7 @@ def project(tmp_path_factory):
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(root)
-        monkeypatch.setattr(stage, "open_model", lambda path: (network, cfg, text))
+        monkeypatch.setattr(stage, "load_model", lambda path: (network, cfg, text))
         try:
             stage.run(Params(PARAMS))
         finally:
@@ -157,7 +158,7 @@ def test_broken_parity_stops_the_stage(project, monkeypatch):
         return real(network, text_embeddings.flip(0), *args, **kwargs)
 
     monkeypatch.chdir(root)
-    monkeypatch.setattr(stage, "open_model", lambda path: (network, cfg, text))
+    monkeypatch.setattr(stage, "load_model", lambda path: (network, cfg, text))
     monkeypatch.setattr(stage, "script_pipeline", drifted)
     before = (root / "models/model.ts").read_bytes()
     with pytest.raises(PipelineError, match="parity with PyTorch broken"):
@@ -187,9 +188,9 @@ def test_bench_deploy_times_every_runtime_and_writes_the_table(tmp_path, monkeyp
     """`semivl-edge bench deploy` plumbing with the tiny config (network swapped for the stand-in to keep it fast)."""
     import argparse
 
-    from semivl_edge.export import bench_deploy
+    from semivl_edge.tools import bench_deploy
 
-    cfg = ModelConfig(clip_model="semivl-tiny", clip_pretrained="none", image_size=SIZE, num_classes=CLASSES)
+    cfg = model_config(image_size=SIZE, num_classes=CLASSES)
     text = F.normalize(torch.randn(CLASSES, int(cfg.embed_dim), generator=torch.Generator().manual_seed(0)), dim=-1)
     monkeypatch.setattr(bench_deploy, "build_random_model", lambda args: (StandIn(int(cfg.embed_dim)).eval(), cfg, text))
     parser = argparse.ArgumentParser()

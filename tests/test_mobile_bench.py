@@ -75,7 +75,7 @@ def mobile_project(tmp_path, monkeypatch):
     mobile.mkdir(parents=True)
     for name in ("model_fp32.pte", "model_int8.pte", "model.ptl"):
         (mobile / name).write_bytes(b"\0" * 2000)
-    monkeypatch.setattr("semivl_edge.pipeline.bench_mobile.open_runtime", WindowStandIn)
+    monkeypatch.setattr("semivl_edge.pipeline.bench_mobile.load_runtime", WindowStandIn)
     return params
 
 

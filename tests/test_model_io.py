@@ -9,7 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from semivl_edge.errors import PipelineError
-from semivl_edge.model import ModelConfig, build_model, load_model, save_model
+from semivl_edge.model.config import ModelConfig
+from semivl_edge.model.segmenter import build_model
+from semivl_edge.model.io import load_model, save_model
+
+from conftest import model_config
 
 SIZE = 64
 
@@ -18,8 +22,7 @@ SIZE = 64
 def trained_like():
     """A small model whose weights differ from any fresh build (as after training)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(clip_model="semivl-tiny", image_size=SIZE, decoder_dim=32, num_classes=4,
-                      class_names=["a", "b", "c", "d"])
+    cfg = model_config(image_size=SIZE, decoder_dim=32, class_names=["a", "b", "c", "d"])
     model = build_model(cfg)
     with torch.no_grad():
         for p in model.encoder_parameters():

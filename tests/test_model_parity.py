@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from semivl_edge.model import ModelConfig, build_model
-from semivl_edge.model import summary
-from semivl_edge.model.segmenter import build_decoder
+from semivl_edge.model.config import ModelConfig, paper_model_config
+from semivl_edge.model.segmenter import build_decoder, build_model
+from semivl_edge.tools import summary
 
 PAPER_DECODER_PARAMS = 2_217_185
 PAPER_TRAINABLE_ENCODER_PARAMS = 29_135_616
@@ -17,7 +17,7 @@ PAPER_TRAINABLE_ENCODER_PARAMS = 29_135_616
 
 @pytest.fixture(scope="module")
 def paper_cfg() -> ModelConfig:
-    return ModelConfig(clip_model="ViT-B-16", image_size=512, decoder_dim=128, skip_blocks=(0, 4), num_classes=21)
+    return paper_model_config()
 
 
 @pytest.fixture(scope="module")

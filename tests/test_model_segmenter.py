@@ -8,15 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from semivl_edge.errors import PipelineError
-from semivl_edge.model import ModelConfig, SemiVLSegmenter, build_model
+from semivl_edge.model.config import ModelConfig
+from semivl_edge.model.segmenter import SemiVLSegmenter, build_model
+
+from conftest import model_config
 
 SIZE = 64
 
 
 def small_cfg(**changes) -> ModelConfig:
-    settings = dict(clip_model="semivl-tiny", clip_pretrained="none", image_size=SIZE, decoder_dim=32, num_classes=5)
+    settings = dict(image_size=SIZE, decoder_dim=32, num_classes=5)
     settings.update(changes)
-    return ModelConfig(**settings)
+    return model_config(**settings)
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def test_report_from_real_stage_outputs(tmp_path, monkeypatch):
         (tmp_path / "models" / "mobile" / name).write_bytes(b"\0" * 1000)
     stand_in_model(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("semivl_edge.pipeline.bench_mobile.open_runtime", WindowStandIn)
+    monkeypatch.setattr("semivl_edge.pipeline.bench_mobile.load_runtime", WindowStandIn)
 
     eval_gpu.run(params)
     eval_cpu.run(params)

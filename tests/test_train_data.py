@@ -11,13 +11,12 @@ from torchvision import tv_tensors
 
 from semivl_edge.data.voc import VOCLayout, read_ids
 from semivl_edge.errors import PipelineError
-from semivl_edge.model.config import IMAGENET_MEAN, IMAGENET_STD
+from semivl_edge.basics import IMAGENET_MEAN, IMAGENET_STD
 from semivl_edge.train import augment
 from semivl_edge.train.data import CropSpec, LabeledCrops, StepBatchSampler, UnlabeledViews, make_loader
 from test_train_support import CLASSES, make_voc_root
-from test_train_support import single_thread  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ from semivl_edge.train import checkpoint as ckpt
 from semivl_edge.train.data import CropSpec, LabeledCrops, UnlabeledViews
 from semivl_edge.train.loop import Trainer, TrainOutputs
 from test_train_support import CLASSES, cpu_runtime, make_voc_root, model_api, tiny_inputs, tiny_train_cfg
-from test_train_support import single_thread  # noqa: F401  (fixture)
 
 TIMING_KEYS = {"wall_time_s", "seconds_per_iteration", "images_per_second", "peak_memory_mb"}
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +108,13 @@ def test_validation_during_training_scores_like_the_evaluation_stage(voc_root):
     """The best-val checkpoint is chosen by the number eval_gpu reports: same pipeline, same metric."""
     from semivl_edge.evaluation.evaluate import evaluate as evaluate_stage
     from semivl_edge.evaluation.inference import InferenceConfig, SegmentationPipeline
-    from semivl_edge.model import build_model
+    from semivl_edge.model.segmenter import build_model
     from semivl_edge.train.validate import evaluate as evaluate_training, load_val_items
 
     inputs = tiny_inputs(voc_root)
     torch.manual_seed(0)
     model = build_model(inputs.model_cfg, load_pretrained=False)
-    geometry = InferenceConfig(short_side=40, crop_size=32, stride=24)
+    geometry = InferenceConfig(mode="sliding", short_side=40, crop_size=32, stride=24)
     layout = VOCLayout(voc_root)
     mean, std = inputs.model_cfg.pixel_mean, inputs.model_cfg.pixel_std
     items = load_val_items(layout, inputs.val_ids, CLASSES.num_classes)

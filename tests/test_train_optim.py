@@ -11,9 +11,8 @@ from semivl_edge.train.config import TrainConfig
 from semivl_edge.params import Params
 from semivl_edge.errors import PipelineError
 from test_train_support import REPO, tiny_model_cfg
-from test_train_support import single_thread  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("spatial_finetune", [False, True])

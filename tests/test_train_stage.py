@@ -65,7 +65,7 @@ def test_dvc_repro_train_writes_the_outputs_and_resumes_after_a_kill(pipeline_pr
     metrics = json.loads((project.root / "reports" / "metrics" / "train.json").read_text())
     assert metrics["iterations"] == 6 and metrics["method"] == "semivl" and 0 <= metrics["miou"] <= 100
     assert {"wall_time_s", "images_per_second", "peak_memory_mb", "device", "saved_model"} <= set(metrics)
-    from semivl_edge.model import load_model
+    from semivl_edge.model.io import load_model
 
     model, cfg, text = load_model(project.root / "models")
     assert cfg.image_size == 32 and text.shape[0] == 21
@@ -91,7 +91,7 @@ def test_torchrun_command_and_gpu_checks():
     command = torchrun_command("params.yaml", 4)
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--standalone" in command and "--nproc_per_node=4" in command
-    assert command[-4:] == ["-m", "semivl_edge.pipeline.train", "--params", "params.yaml"]
+    assert command[-3:] == ["stages/train.py", "--params", "params.yaml"]
     with pytest.raises(PipelineError, match="train.device is cpu"):
         check_multi_gpu(2, "cpu")
     if torch.cuda.device_count() < 64:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -16,34 +15,26 @@ from semivl_edge.train.config import TrainConfig
 from semivl_edge.train.distributed import Runtime
 from semivl_edge.train.loop import ModelApi, TrainInputs
 
+from conftest import model_config, train_config
+
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = load_classes(REPO / "data" / "classes" / "voc.yaml")
 CROP = 32
 
 
-@pytest.fixture
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads that spin-wait for a busy core make tiny
-    training steps 10-100x slower; one thread keeps the tests fast and their timing stable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model_cfg(**changes) -> ModelConfig:
-    settings = dict(clip_model="semivl-tiny", clip_pretrained="none", image_size=CROP, decoder_dim=16,
-                    num_classes=CLASSES.num_classes, class_names=CLASSES.names)
+    settings = dict(image_size=CROP, decoder_dim=16, class_names=CLASSES.names)
     settings.update(changes)
-    return ModelConfig(**settings)
+    return model_config(**settings)
 
 
 def tiny_train_cfg(**changes) -> TrainConfig:
     settings = dict(method="semivl", iterations=4, batch_size=2, crop_size=CROP, base_size=CROP, device="cpu",
-                    amp="none", workers=0, eval_every=2, validation=InferenceConfig(short_side=CROP, crop_size=CROP, stride=CROP),
+                    amp="none", workers=0, eval_every=2,
+                    validation=InferenceConfig(mode="sliding", short_side=CROP, crop_size=CROP, stride=CROP),
                     checkpoint_every=2, lr=1e-3)
     settings.update(changes)
-    return TrainConfig(**settings)
+    return train_config(**settings)
 
 
 def cpu_runtime() -> Runtime:
@@ -76,6 +67,7 @@ def tiny_inputs(root: Path, model_cfg: ModelConfig | None = None, fingerprint: s
 
 
 def model_api() -> ModelApi:
-    from semivl_edge.model import build_model, save_model
+    from semivl_edge.model.segmenter import build_model
+    from semivl_edge.model.io import save_model
 
     return ModelApi(build_model=build_model, save_model=save_model)

@@ -1,4 +1,6 @@
-"""`semivl-edge`: the command-line tools beside the DVC stages (model summary, benchmarks, stages)."""
+"""`semivl-edge`: the command-line tools beside the DVC stages (model summary, benchmarks).
+
+Stages run one way only, as `dvc.yaml` runs them: `python stages/<name>.py` (or `dvc repro <name>`)."""
 from __future__ import annotations
 
 import argparse
@@ -6,23 +8,19 @@ import importlib
 import sys
 
 from .errors import PipelineError
-from .pipeline import STAGES, configure_logging
+from .pipeline import configure_logging
 
 # command words -> module with `add_arguments(parser)` and `run(args)`, plus a one-line help.
 COMMANDS = {
-    ("summary",): ("semivl_edge.model.summary", "Parameter counts and GFLOPs of a SemiVL model (no download needed)."),
-    ("bench", "model"): ("semivl_edge.model.bench", "CPU latency of one eager fp32 forward pass (paper setting and embedded default)."),
-    ("bench", "deploy"): ("semivl_edge.export.bench_deploy", "Export a model and time eager, TorchScript and mobile artifacts per window on the CPU."),
+    ("summary",): ("semivl_edge.tools.summary", "Parameter counts and GFLOPs of a SemiVL model (no download needed)."),
+    ("bench", "model"): ("semivl_edge.tools.bench_model", "CPU latency of one eager fp32 forward pass (paper setting and embedded default)."),
+    ("bench", "deploy"): ("semivl_edge.tools.bench_deploy", "Export a model and time eager, TorchScript and mobile artifacts per window on the CPU."),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semivl-edge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    stage = sub.add_parser("stage", help="Run one pipeline stage (what `dvc repro` calls).")
-    stage.add_argument("name", choices=sorted(STAGES))
-    stage.add_argument("--params", default="params.yaml")
 
     groups: dict[str, argparse._SubParsersAction] = {}
     for words, (module_name, help_text) in COMMANDS.items():
@@ -39,11 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.command == "stage":
-        from .pipeline import main as stage_main
-
-        stage_main(args.name, ["--params", args.params])
-        return
     configure_logging()
     try:
         importlib.import_module(args.module).run(args)

@@ -30,12 +30,12 @@ SCENE_WORDS = 22  # the first background guidance concepts are scenes (wall, gra
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    images: int = 8000  # pictures rendered once; views are cropped from them afresh every step
-    view_size: int = 128  # the CLIP's input size
-    long_side: int = 320  # rendering size, as the dataset's (data.synthetic.long_side)
-    close_up: float = 0.5  # probability of a close-up view
-    min_fraction: float = 0.05  # a class is named when it covers this fraction of the view
-    seed: int = 0
+    images: int  # pictures rendered once; views are cropped from them afresh every step
+    view_size: int  # the CLIP's input size
+    long_side: int  # rendering size, as the dataset's (data.synthetic.long_side)
+    close_up: float  # probability of a close-up view
+    min_fraction: float  # a class is named when it covers this fraction of the view
+    seed: int
 
 
 def _resize_short_side(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

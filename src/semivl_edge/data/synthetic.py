@@ -84,11 +84,11 @@ APPEARANCE: dict[str, Appearance] = {
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    seed: int = 0
-    train: int = 366  # high-quality `train` list: the labeled pool
-    train_aug: int = 1464  # `train_aug` list (a superset of `train`): labeled + unlabeled pool
-    val: int = 150
-    long_side: int = 320
+    seed: int
+    train: int  # high-quality `train` list: the labeled pool
+    train_aug: int  # `train_aug` list (a superset of `train`): labeled + unlabeled pool
+    val: int
+    long_side: int
 
     def __post_init__(self):
         if self.train_aug < self.train:

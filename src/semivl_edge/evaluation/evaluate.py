@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..data.classes import IGNORE_INDEX
 from ..data.voc import VOCLayout, check_mask_values, read_image, read_mask
 from ..errors import PipelineError
+from . import PER_CLASS_CSV, PREDICTIONS_DIR
 from .latency import LatencyStats
 from .metrics import ConfusionAccumulator, SegmentationScores
 
@@ -157,10 +158,6 @@ def save_label_png(path: Path, labels: np.ndarray, palette: Sequence[tuple[int, 
     flat[IGNORE_INDEX * 3: IGNORE_INDEX * 3 + 3] = [255, 255, 255]
     image.putpalette(flat)
     image.save(path)
-
-
-PREDICTIONS_DIR = "predictions"
-PER_CLASS_CSV = "per_class_iou.csv"
 
 
 def write_evaluation_dir(out_dir: str | Path, result: EvaluationResult,

@@ -44,10 +44,10 @@ PAD_RGB = (0, 0, 0)
 class InferenceConfig:
     """Resizing and window geometry of inference (params `eval.*`)."""
 
-    mode: str = "sliding"
-    short_side: int = 512
-    crop_size: int = 512
-    stride: int = 426
+    mode: str
+    short_side: int
+    crop_size: int
+    stride: int
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

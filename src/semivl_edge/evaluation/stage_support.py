@@ -1,4 +1,4 @@
-"""What the evaluation stages share: the val set, checked model files, sizes, thread settings."""
+"""What the evaluation stages share: the val set, file sizes, the windowing and latency settings."""
 from __future__ import annotations
 
 import logging
@@ -47,46 +47,6 @@ def load_eval_data(params: Params, manifest_path: Path = DATASET_MANIFEST, val_l
         palette=list(classes.palette),
         source=str(manifest.get("source", "unknown")),
     )
-
-
-def require_file(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: {what} not found (run the stage that writes it first)")
-    if path.stat().st_size == 0:
-        raise PipelineError(f"{path}: {what} is empty")
-    return path
-
-
-def open_runtime(path: str | Path):
-    """`export.runtimes.load_runtime` with a one-line error for a missing or unreadable file."""
-    from ..export.runtimes import load_runtime
-
-    try:
-        return load_runtime(path)
-    except PipelineError:
-        raise
-    except Exception as exc:  # a corrupt file fails deep inside torch / ExecuTorch loaders
-        first = str(exc).strip().splitlines()
-        raise PipelineError(
-            f"{path}: cannot load model ({exc.__class__.__name__}: {first[0][:200] if first else 'no message'})"
-        ) from None
-
-
-def open_model(path: str | Path):
-    """`model.load_model` with a one-line error for a missing or corrupt checkpoint."""
-    from ..model import load_model
-
-    path = require_file(path, "model checkpoint")
-    try:
-        return load_model(path)
-    except PipelineError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()
-        raise PipelineError(
-            f"{path}: cannot load model ({exc.__class__.__name__}: {first[0][:200] if first else 'no message'})"
-        ) from None
 
 
 def size_mb(path: str | Path) -> float:

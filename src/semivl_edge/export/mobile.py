@@ -145,13 +145,15 @@ def quiet_export() -> Iterator[None]:
 def _executorch():
     try:
         with quiet_torchscript():  # executorch/torchao modules use jit decorators at import time
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-            from executorch.exir import to_edge_transform_and_lower
-            from executorch.exir.backend.canonical_partitioners.duplicate_constant_node_pass import duplicate_constant_node
-            from executorch.exir.pass_base import ExportedProgramPassBase, ExportedProgramPassResult
             # out variants of quantized_decomposed ops: the int8 graph keeps a few weight dequantizations
             # outside the delegate (the value path's sliced q/k/v weights), which need them
             import executorch.kernels.quantized  # noqa: F401
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+            from executorch.exir.backend.canonical_partitioners.duplicate_constant_node_pass import (
+                duplicate_constant_node,
+            )
+            from executorch.exir.pass_base import ExportedProgramPassBase, ExportedProgramPassResult
     except ImportError as exc:
         raise PipelineError(f"executorch is not importable ({exc}); install the locked environment (uv sync)") from None
 

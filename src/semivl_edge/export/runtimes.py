@@ -22,7 +22,6 @@ from torch import Tensor
 from ..errors import PipelineError
 from .torchscript import METADATA_FILE, quiet_torchscript
 
-
 SUFFIXES = {".ts": "torchscript", ".ptl": "lite_interpreter", ".pte": "executorch"}
 
 
@@ -132,8 +131,8 @@ class ExecuTorchRuntime(Runtime):
     def __init__(self, path: Path):
         try:
             with quiet_executorch_import():
-                from executorch.runtime import Runtime as ETRuntime
                 import executorch.kernels.quantized  # noqa: F401  (registers the quantized kernels int8 files use)
+                from executorch.runtime import Runtime as ETRuntime
         except ImportError as exc:
             raise PipelineError(f"{path}: the ExecuTorch runtime is not importable ({exc})") from None
         try:

@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from ..errors import PipelineError
 from ..evaluation.inference import InferenceConfig, SegmentationPipeline, max_abs_diff, pixel_agreement
 
-
 METADATA_FILE = "semivl_edge.json"  # extra file inside .ts archives: what the file expects and returns
 
 

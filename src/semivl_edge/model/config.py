@@ -1,26 +1,28 @@
-"""ModelConfig: everything needed to rebuild a SemiVL segmenter (saved beside its weights as JSON)."""
+"""ModelConfig: everything needed to rebuild a SemiVL segmenter (saved beside its weights as JSON).
+
+The fields that are parameters have no defaults here: they come from params.yaml (`model_config_from_params`)
+or from a saved model's JSON."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from ..basics import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import PipelineError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODERS = ("vlg", "plain")
 
 
 @dataclass
 class ModelConfig:
-    clip_model: str = "semivl-tiny"  # open_clip ViT name (ViT-B-16 in the paper)
-    clip_pretrained: str = "none"  # none | open_clip tag | local checkpoint file
-    image_size: int = 128  # training crop: the position embedding is resized to it
-    clip_init: bool = True  # strategy 1: start the encoder from CLIP (false: random re-init, ablation)
-    spatial_finetune: bool = True  # strategy 2: train only attention projections + position embedding
-    decoder: str = "vlg"  # strategy 3: vlg (language-guided) | plain (fixed classes, no text)
-    decoder_dim: int = 32  # d of the decoder (paper: 128)
-    skip_blocks: tuple[int, int] = (0, 2)  # encoder blocks whose value-path features feed the decoder skips
-    num_classes: int = 21  # output classes of the plain decoder; the VLG decoder takes any number
+    clip_model: str  # open_clip ViT name (ViT-B-16 in the paper)
+    clip_pretrained: str  # none | open_clip tag | local checkpoint file
+    image_size: int  # training crop: the position embedding is resized to it
+    clip_init: bool  # strategy 1: start the encoder from CLIP (false: random re-init, ablation)
+    spatial_finetune: bool  # strategy 2: train only attention projections + position embedding
+    decoder: str  # strategy 3: vlg (language-guided) | plain (fixed classes, no text)
+    decoder_dim: int  # d of the decoder (paper: 128)
+    skip_blocks: tuple[int, int]  # encoder blocks whose value-path features feed the decoder skips
+    num_classes: int  # output classes of the plain decoder; the VLG decoder takes any number
     class_names: list[str] = field(default_factory=list)
     embed_dim: int | None = None  # CLIP joint embedding size; filled from the open_clip config when None
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN  # inputs are normalised with these (0..1 scale)
@@ -59,6 +61,14 @@ class ModelConfig:
         if unknown:
             raise PipelineError(f"model config: unknown key(s) {', '.join(unknown)}")
         return cls(**data)
+
+
+def paper_model_config(num_classes: int = 21) -> ModelConfig:
+    """The paper's network shape (SemiVL on VOC: ViT-B/16 CLIP at 512 px, d = 128, skips from blocks 0 and 4),
+    random weights: what the benchmarks and the parity checks against the official parameter counts build."""
+    return ModelConfig(clip_model="ViT-B-16", clip_pretrained="none", image_size=512, clip_init=True,
+                       spatial_finetune=True, decoder="vlg", decoder_dim=128, skip_blocks=(0, 4),
+                       num_classes=num_classes)
 
 
 def model_config_from_params(params, class_names: list[str] | None = None) -> ModelConfig:

@@ -63,6 +63,11 @@ def save_model(
     return weights_path, config_path
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {lines[0][:200]}" if lines else exc.__class__.__name__
+
+
 def _read_config(weights_path: Path, config_path: Path, metadata: dict | None) -> ModelConfig:
     if metadata and "config" in metadata:
         data = json.loads(metadata["config"])
@@ -83,7 +88,9 @@ def load_model(path: str | os.PathLike) -> tuple[SemiVLSegmenter, ModelConfig, t
     """(model in eval mode, its config, its text embeddings or None) from what save_model wrote."""
     weights_path, config_path = model_paths(path)
     if not weights_path.is_file():
-        raise PipelineError(f"{weights_path}: model weights not found")
+        raise PipelineError(f"{weights_path}: model weights not found (run the stage that writes it first)")
+    if weights_path.stat().st_size == 0:
+        raise PipelineError(f"{weights_path}: model weights file is empty")
     try:
         with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata()
@@ -92,7 +99,12 @@ def load_model(path: str | os.PathLike) -> tuple[SemiVLSegmenter, ModelConfig, t
         raise PipelineError(f"{weights_path}: not a readable safetensors file ({str(exc)[:120]})") from None
     cfg = _read_config(weights_path, config_path, metadata)
     text_embeddings = tensors.pop(TEXT_KEY, None)
-    model = build_model(cfg, load_pretrained=False)  # the file has all weights: nothing to download
+    try:
+        model = build_model(cfg, load_pretrained=False)  # the file has all weights: nothing to download
+    except PipelineError:
+        raise
+    except Exception as exc:  # a config that parses but cannot build, e.g. an unknown CLIP name
+        raise PipelineError(f"{weights_path}: cannot build the model of its config ({_first_line(exc)})") from None
     try:
         result = model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # shape mismatches

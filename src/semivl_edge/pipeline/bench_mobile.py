@@ -18,10 +18,18 @@ from ..errors import PipelineError
 from ..evaluation.evaluate import evaluate, evaluation_metrics, write_evaluation_dir
 from ..evaluation.inference import InferenceConfig, count_windows, predict_windows
 from ..evaluation.latency import cpu_model_name
-from ..evaluation.stage_support import load_eval_data, open_runtime, size_mb, windowing_metrics
-from ..export.runtimes import set_cpu_threads
+from ..evaluation.stage_support import load_eval_data, size_mb, windowing_metrics
+from ..export.runtimes import load_runtime, set_cpu_threads
 from ..mobile.adb import connect, find_adb, ready_devices
-from ..mobile.benchmark import ARTIFACTS, TARGETS, BenchSettings, PhoneSession, host_device_label, host_latency, runtime_label
+from ..mobile.benchmark import (
+    ARTIFACTS,
+    TARGETS,
+    BenchSettings,
+    PhoneSession,
+    host_device_label,
+    host_latency,
+    runtime_label,
+)
 from ..params import Params
 
 log = logging.getLogger(__name__)
@@ -80,10 +88,10 @@ def run(params: Params) -> None:
         repeats=params.get_int("mobile.repeats", min=1),
         input_size=params.get_int("mobile.input_size", min=1),
     )
-    adb_name = params.get_str("mobile.adb", default="adb")
+    adb_name = params.get_str("mobile.adb")
     serial = params.get_optional_str("mobile.adb_serial")
-    runner_dir = Path(params.get_str("mobile.adb_runner_dir", default="tools/android"))
-    remote_dir = params.get_str("mobile.remote_dir", default="/data/local/tmp/semivl_edge")
+    runner_dir = Path(params.get_str("mobile.adb_runner_dir"))
+    remote_dir = params.get_str("mobile.remote_dir")
     qualitative = params.get_int("eval.qualitative", min=0)
     cfg = InferenceConfig.from_params(params)
     data = load_eval_data(params)
@@ -91,7 +99,7 @@ def run(params: Params) -> None:
     # loaded hangs or crashes its XNNPACK delegate.
     threads = set_cpu_threads(settings.threads)  # host runtimes: mIoU, and latency without a phone
     artifacts = {key: MOBILE_DIR / name for key, name in ARTIFACTS.items()}
-    runtimes = {key: open_runtime(path) for key, path in artifacts.items()}  # fail early on a bad file
+    runtimes = {key: load_runtime(path) for key, path in artifacts.items()}  # fail early on a bad file
 
     adb_executable = find_adb(adb_name)
     target = choose_target(mode, adb_executable)

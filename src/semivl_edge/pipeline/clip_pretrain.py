@@ -21,15 +21,14 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from ..atomic import atomic_dir, atomic_path, write_metrics
+from ..basics import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 from ..data.captions import CaptionConfig, CaptionedViews
 from ..data.classes import load_classes
 from ..data.progress import progress_bar
 from ..data.synthetic import STREAM_WEB
 from ..model.clip import clip_model_config, get_tokenizer, load_clip, pretrained_kind
-from ..model.config import IMAGENET_MEAN, IMAGENET_STD
 from ..params import Params
 from ..pretrain.contrastive import PretrainConfig, pretrain
-from ..train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +47,23 @@ def is_stage_output(pretrained: str, output_dir: Path = OUTPUT_DIR) -> bool:
 
 
 def _configs(params: Params, view_size: int) -> tuple[PretrainConfig, CaptionConfig, str]:
-    section = "clip_pretrain"
     pretrain_cfg = PretrainConfig(
-        steps=params.get_int(f"{section}.steps", min=1),
-        batch_size=params.get_int(f"{section}.batch_size", min=2),
-        lr=params.get_float(f"{section}.lr", min=0.0),
-        weight_decay=params.get_float(f"{section}.weight_decay", min=0.0),
-        warmup_steps=params.get_int(f"{section}.warmup_steps", min=0),
-        seed=params.get_int(f"{section}.seed"),
+        steps=params.get_int("clip_pretrain.steps", min=1),
+        batch_size=params.get_int("clip_pretrain.batch_size", min=2),
+        lr=params.get_float("clip_pretrain.lr", above=0.0),
+        weight_decay=params.get_float("clip_pretrain.weight_decay", min=0.0),
+        warmup_steps=params.get_int("clip_pretrain.warmup_steps", min=0),
+        seed=params.get_int("clip_pretrain.seed", min=0),
     )
     caption_cfg = CaptionConfig(
-        images=params.get_int(f"{section}.images", min=1),
+        images=params.get_int("clip_pretrain.images", min=1),
         view_size=view_size,
         long_side=params.get_int("data.synthetic.long_side", min=16),
-        close_up=params.get_float(f"{section}.close_up", min=0.0, max=1.0),
-        min_fraction=params.get_float(f"{section}.min_fraction", min=0.0, max=1.0),
+        close_up=params.get_float("clip_pretrain.close_up", min=0.0, max=1.0),
+        min_fraction=params.get_float("clip_pretrain.min_fraction", min=0.0, max=1.0),
         seed=pretrain_cfg.seed,
     )
-    return pretrain_cfg, caption_cfg, params.get_str(f"{section}.device", choices=("auto", "cpu", "cuda"))
+    return pretrain_cfg, caption_cfg, params.get_str("clip_pretrain.device", choices=("auto", "cpu", "cuda"))
 
 
 def write_curves(rows: list[dict]) -> None:

@@ -15,9 +15,12 @@ from ..evaluation.evaluate import evaluate, evaluation_metrics, write_evaluation
 from ..evaluation.inference import InferenceConfig, count_windows
 from ..evaluation.latency import cpu_model_name
 from ..evaluation.stage_support import (
-    latency_settings, load_eval_data, open_runtime, size_mb, windowing_metrics,
+    latency_settings,
+    load_eval_data,
+    size_mb,
+    windowing_metrics,
 )
-from ..export.runtimes import set_cpu_threads
+from ..export.runtimes import load_runtime, set_cpu_threads
 from ..params import Params
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ def run(params: Params) -> None:
     threads = set_cpu_threads(params.get_int("eval_cpu.threads", min=1))
     warmup, repeats, qualitative = latency_settings(params)
     data = load_eval_data(params)
-    runtime = open_runtime(MODEL)
+    runtime = load_runtime(MODEL)
     cfg = exported_geometry(runtime, cfg)
     cpu = cpu_model_name()
 

@@ -11,11 +11,12 @@ import logging
 import torch
 
 from ..atomic import write_metrics
+from ..errors import PipelineError
 from ..evaluation.evaluate import evaluate, evaluation_metrics, write_evaluation_dir
 from ..evaluation.inference import InferenceConfig, SegmentationPipeline, count_windows
 from ..evaluation.latency import cuda_synchronizer, device_name
-from ..evaluation.stage_support import latency_settings, load_eval_data, open_model, size_mb, windowing_metrics
-from ..errors import PipelineError
+from ..evaluation.stage_support import latency_settings, load_eval_data, size_mb, windowing_metrics
+from ..model.io import load_model
 from ..params import Params
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def run(params: Params) -> None:
     warmup, repeats, qualitative = latency_settings(params)
     data = load_eval_data(params)
 
-    network, model_cfg, text_embeddings = open_model(MODEL)
+    network, model_cfg, text_embeddings = load_model(MODEL)
     if model_cfg.num_classes != data.num_classes:
         raise PipelineError(
             f"{MODEL}: model predicts {model_cfg.num_classes} classes but the dataset has {data.num_classes}"

@@ -20,15 +20,20 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_dir, atomic_path, write_json, write_metrics
+from ..data.manifest import read_manifest
 from ..data.voc import VOCLayout, read_ids, read_image
 from ..errors import PipelineError
 from ..evaluation.inference import (
-    PAD_RGB, InferenceConfig, SegmentationPipeline, image_windows, predict_windows,
+    PAD_RGB,
+    InferenceConfig,
+    SegmentationPipeline,
+    image_windows,
+    predict_windows,
 )
-from ..evaluation.stage_support import open_model, read_manifest
 from ..export.mobile import WindowModel, export_executorch, export_lite, quantize_int8
 from ..export.runtimes import load_runtime
 from ..export.torchscript import Parity, measure_parity, save_torchscript, script_pipeline
+from ..model.io import load_model
 from ..params import Params
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,7 @@ def run(params: Params) -> None:
     if cfg.mode != "sliding":
         raise PipelineError(f"eval.mode {cfg.mode!r}: the exported files slide windows; set eval.mode sliding to export")
 
-    network, model_cfg, text_embeddings = open_model(MODEL)
+    network, model_cfg, text_embeddings = load_model(MODEL)
     network = network.eval()
     if text_embeddings is None:
         if model_cfg.decoder == "vlg":

@@ -7,7 +7,7 @@ killed run continues from its last checkpoint on the next `dvc repro`, if nothin
 
 Devices: CPU, one GPU (bf16 autocast with train.amp), or train.gpus > 1 GPUs: the stage re-launches itself
 under `python -m torch.distributed.run --standalone --nproc_per_node N`. For several machines start
-`torchrun ... -m semivl_edge.pipeline.train --params params.yaml` on each node (semivl_edge.train.distributed).
+`torchrun ... stages/train.py --params params.yaml` on each node (semivl_edge.train.distributed).
 
 The methods and the mapping of the paper's ablation onto parameters: semivl_edge.train.config.
 """
@@ -25,7 +25,8 @@ import logging  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ..data.classes import load_classes  # noqa: E402
+from ..code_closure import import_closure  # noqa: E402
+from ..data.classes import load_classes
 from ..data.manifest import MANIFEST, read_manifest
 from ..data.voc import read_ids
 from ..errors import PipelineError
@@ -39,17 +40,16 @@ log = logging.getLogger(__name__)
 
 SPLITS_DIR = Path("data/splits")
 EMBEDDINGS_DIR = Path("data/text_embeddings")
-PACKAGE = Path(__file__).resolve().parents[1]
-VALIDATION_CODE = ("evaluate", "inference", "metrics")
-# Code whose change makes an old checkpoint stale (besides the parameters and data files); validation scores with
-# the evaluation's reading, inference and metric code.
-CODE_PATHS = [PACKAGE / "train", PACKAGE / "model"] + [PACKAGE / "evaluation" / f"{name}.py" for name in VALIDATION_CODE]
+# Code whose change makes an old checkpoint stale (besides the parameters and data files): everything this stage
+# imports, as DVC sees it.
+CODE_PATHS = sorted(import_closure(__file__))
 # Settings that do not change the computation and so may differ between a run and its resume.
 NOT_FINGERPRINTED = ("workers", "checkpoint_every")
 
 
 def load_inputs(params: Params, cfg: TrainConfig, runtime: Runtime) -> TrainInputs:
-    from ..model import model_config_from_params, read_text_embeddings
+    from ..model.config import model_config_from_params
+    from ..model.text import read_text_embeddings
 
     manifest = read_manifest(MANIFEST)
     classes = load_classes(params.get_str("classes.file"))
@@ -85,7 +85,8 @@ def load_inputs(params: Params, cfg: TrainConfig, runtime: Runtime) -> TrainInpu
 
 
 def model_api() -> ModelApi:
-    from ..model import build_model, save_model
+    from ..model.io import save_model
+    from ..model.segmenter import build_model
 
     return ModelApi(build_model=build_model, save_model=save_model)
 
@@ -116,9 +117,3 @@ def run(params: Params) -> None:
         train(cfg, inputs, TrainOutputs(), runtime, model_api())
     finally:
         teardown()
-
-
-if __name__ == "__main__":  # the torchrun entry: python -m semivl_edge.pipeline.train --params params.yaml
-    from . import main
-
-    main("train")

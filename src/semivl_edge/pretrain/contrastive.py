@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..basics import normalize
 from ..data.captions import CaptionedViews
 from ..errors import PipelineError
 from ..model.encoder import DenseCLIPEncoder
-from ..train.augment import normalize
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,12 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 5.0e-4
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    seed: int = 0
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    seed: int
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ def optimizer_for(clip: nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
 
 
 def to_batch(views: list[np.ndarray], mean: tuple, std: tuple, device: torch.device) -> torch.Tensor:
-    """uint8 HWC views -> a float batch normalised as training crops are (train.augment.normalize)."""
+    """uint8 HWC views -> a float batch normalised as training crops are (basics.normalize)."""
     return normalize(torch.from_numpy(np.stack(views)).to(device).permute(0, 3, 1, 2), mean, std)
 
 

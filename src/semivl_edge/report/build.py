@@ -13,9 +13,15 @@ from ..atomic import atomic_path
 from ..data.classes import IGNORE_INDEX
 from ..data.voc import VOCLayout, read_image, read_mask
 from ..errors import PipelineError
-from ..evaluation.evaluate import PREDICTIONS_DIR
+from ..evaluation import PREDICTIONS_DIR
 from .comparison import (
-    ComparisonRow, build_rows, load_metrics, measured_table, number_text, per_class_table, reference_table,
+    ComparisonRow,
+    build_rows,
+    load_metrics,
+    measured_table,
+    number_text,
+    per_class_table,
+    reference_table,
     rows_to_csv,
 )
 from .plots import colorize, latency_plot, per_class_iou_plot, qualitative_plot

@@ -21,7 +21,6 @@ from typing import Iterator, Sequence
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from ..data.classes import IGNORE_INDEX
 
@@ -75,12 +74,6 @@ def to_image(array) -> tv_tensors.Image:
 
 def to_mask(array) -> tv_tensors.Mask:
     return tv_tensors.Mask(torch.from_numpy(array))
-
-
-def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 CHW image -> float32 normalised with mean / std given on the 0..1 scale."""
-    image = TF.to_dtype(torch.as_tensor(image), torch.float32, scale=True)
-    return TF.normalize(image, list(mean), list(std))
 
 
 def sample_cutmix_box(size: int, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -42,36 +42,36 @@ SAVE_CHOICES = ("best", "final")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str = "semivl"
-    iterations: int = 600
-    batch_size: int = 8  # labeled images per step over all processes; the unlabeled batches have the same size
-    crop_size: int = 128
-    base_size: int = 128  # short side before the random rescale (paper: 512, with crop 512)
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    seed: int = 0
-    device: str = "auto"
-    gpus: int = 1
-    amp: str = "bf16"
-    workers: int = 2
-    eval_every: int = 100
-    validation: InferenceConfig = InferenceConfig(short_side=128, crop_size=128, stride=106)  # params eval.*
-    checkpoint_every: int = 50
-    save: str = "best"
+    method: str
+    iterations: int
+    batch_size: int  # labeled images per step over all processes; the unlabeled batches have the same size
+    crop_size: int
+    base_size: int  # short side before the random rescale (paper: 512, with crop 512)
+    scale_range: tuple[float, float]
+    seed: int
+    device: str
+    gpus: int
+    amp: str
+    workers: int
+    eval_every: int
+    validation: InferenceConfig  # params eval.*
+    checkpoint_every: int
+    save: str
     # optimisation
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    encoder_lr_mult: float = 1.0
-    decoder_lr_mult: float = 10.0
-    poly_power: float = 0.9
-    warmup_iterations: int = 0  # linear warm-up of the learning rate (SemiVL: 0 on VOC)
+    lr: float
+    weight_decay: float
+    encoder_lr_mult: float
+    decoder_lr_mult: float
+    poly_power: float
+    warmup_iterations: int  # linear warm-up of the learning rate (SemiVL: 0 on VOC)
     # consistency training
-    conf_threshold: float = 0.95
-    fp_dropout: float = 0.5
-    cutmix_prob: float = 0.5
+    conf_threshold: float
+    fp_dropout: float
+    cutmix_prob: float
     # dense CLIP guidance
-    guidance_lambda: float = 0.1  # at the first iteration; decays linearly to 0 at the last
-    guidance_zeta: float = 0.9
-    guidance_temperature: float = 100.0
+    guidance_lambda: float  # at the first iteration; decays linearly to 0 at the last
+    guidance_zeta: float
+    guidance_temperature: float
 
     @property
     def semi_supervised(self) -> bool:
@@ -92,7 +92,7 @@ class TrainConfig:
     @classmethod
     def from_params(cls, params: Params) -> "TrainConfig":
         p = params
-        scale = p.get_list("train.scale_range", float, min_len=2) if p.has("train.scale_range") else [0.5, 2.0]
+        scale = p.get_list("train.scale_range", float, min_len=2)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise PipelineError(f"{p.source}: train.scale_range must be [low, high] with 0 < low <= high, got {scale!r}")
         config = cls(
@@ -100,7 +100,7 @@ class TrainConfig:
             iterations=p.get_int("train.iterations", min=1),
             batch_size=p.get_int("train.batch_size", min=1),
             crop_size=p.get_int("train.crop_size", min=16),
-            base_size=p.get_int("train.base_size", min=8, default=p.raw("train.crop_size", 128)),
+            base_size=p.get_int("train.base_size", min=8),
             scale_range=(float(scale[0]), float(scale[1])),
             seed=p.get_int("train.seed", min=0),
             device=p.get_str("train.device", choices=DEVICES),
@@ -110,18 +110,18 @@ class TrainConfig:
             eval_every=p.get_int("train.eval_every", min=1),
             validation=InferenceConfig.from_params(p),
             checkpoint_every=p.get_int("train.checkpoint_every", min=1),
-            save=p.get_str("train.save", choices=SAVE_CHOICES, default="best"),
-            lr=p.get_float("train.optim.lr", min=0.0, default=1e-4),
-            weight_decay=p.get_float("train.optim.weight_decay", min=0.0, default=0.01),
-            encoder_lr_mult=p.get_float("train.optim.encoder_lr_mult", min=0.0, default=1.0),
-            decoder_lr_mult=p.get_float("train.optim.decoder_lr_mult", min=0.0, default=10.0),
-            poly_power=p.get_float("train.optim.poly_power", min=0.0, default=0.9),
-            warmup_iterations=p.get_int("train.optim.warmup_iterations", min=0, default=0),
-            conf_threshold=p.get_float("train.unimatch.conf_threshold", min=0.0, max=1.0, default=0.95),
-            fp_dropout=p.get_float("train.unimatch.fp_dropout", min=0.0, max=0.99, default=0.5),
-            cutmix_prob=p.get_float("train.unimatch.cutmix_prob", min=0.0, max=1.0, default=0.5),
-            guidance_lambda=p.get_float("train.guidance.lambda", min=0.0, default=0.1),
-            guidance_zeta=p.get_float("train.guidance.zeta", min=0.0, max=1.0, default=0.9),
-            guidance_temperature=p.get_float("train.guidance.temperature", min=0.0, default=100.0),
+            save=p.get_str("train.save", choices=SAVE_CHOICES),
+            lr=p.get_float("train.optim.lr", above=0.0),
+            weight_decay=p.get_float("train.optim.weight_decay", min=0.0),
+            encoder_lr_mult=p.get_float("train.optim.encoder_lr_mult", min=0.0),
+            decoder_lr_mult=p.get_float("train.optim.decoder_lr_mult", min=0.0),
+            poly_power=p.get_float("train.optim.poly_power", min=0.0),
+            warmup_iterations=p.get_int("train.optim.warmup_iterations", min=0),
+            conf_threshold=p.get_float("train.unimatch.conf_threshold", min=0.0, max=1.0),
+            fp_dropout=p.get_float("train.unimatch.fp_dropout", min=0.0, max=0.99),
+            cutmix_prob=p.get_float("train.unimatch.cutmix_prob", min=0.0, max=1.0),
+            guidance_lambda=p.get_float("train.guidance.lambda", min=0.0),
+            guidance_zeta=p.get_float("train.guidance.zeta", min=0.0, max=1.0),
+            guidance_temperature=p.get_float("train.guidance.temperature", above=0.0),
         )
         return config

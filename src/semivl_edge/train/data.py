@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..basics import normalize
 from ..data.classes import IGNORE_INDEX
 from ..data.voc import VOCLayout, read_image, read_mask
 from ..errors import PipelineError
@@ -68,7 +69,7 @@ class LabeledCrops(Dataset):
         with augment.seeded(seed):
             image_t, mask_t = self.geometry(augment.to_image(image), augment.to_mask(mask))
         return {
-            "image": augment.normalize(image_t, self.spec.pixel_mean, self.spec.pixel_std),
+            "image": normalize(image_t, self.spec.pixel_mean, self.spec.pixel_std),
             "mask": mask_t.as_subclass(torch.Tensor).long(),
         }
 
@@ -102,7 +103,7 @@ class UnlabeledViews(Dataset):
         image = read_image(self.layout.image_path(self.ids[index]))
         blank = np.zeros(image.shape[:2], np.uint8)
         truth = self._truth(self.ids[index], image.shape[:2])
-        norm = lambda x: augment.normalize(x, self.spec.pixel_mean, self.spec.pixel_std)  # noqa: E731
+        norm = lambda x: normalize(x, self.spec.pixel_mean, self.spec.pixel_std)  # noqa: E731
         with augment.seeded(seed):
             # One call: the image, its padding map and its truth get the same geometry (and the same random draws
             # as without the truth, so the audit does not change training).

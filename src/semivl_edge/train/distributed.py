@@ -1,11 +1,11 @@
 """Processes and devices: one CPU / GPU process, or torchrun DDP.
 
 `train.gpus > 1` makes the stage re-launch itself under torchrun on one machine
-(`python -m torch.distributed.run --standalone --nproc_per_node N -m semivl_edge.pipeline.train`). Several
-machines: start the same module with torchrun on every node yourself, e.g.
+(`python -m torch.distributed.run --standalone --nproc_per_node N stages/train.py`). Several machines: start
+the same stage script with torchrun on every node yourself, e.g.
 
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
-        -m semivl_edge.pipeline.train --params params.yaml
+        stages/train.py --params params.yaml
 
 A process started by torchrun (RANK / WORLD_SIZE in the environment) never re-launches; the world size comes
 from torchrun. The models/ and reports/ folders must be on storage that every node sees for a resume to work.
@@ -17,13 +17,17 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from ..basics import resolve_device
 from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
+
+STAGE_SCRIPT = Path("stages/train.py")  # the dvc.yaml command; torchrun runs it in every process
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,7 @@ def launched_by_torchrun() -> bool:
 def torchrun_command(params_path: str, nproc: int) -> list[str]:
     """The command that runs the training stage as `nproc` DDP processes on this machine."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "semivl_edge.pipeline.train", "--params", str(params_path)]
-
-
-def resolve_device(preference: str, local_rank: int = 0, param: str = "train.device") -> torch.device:
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise PipelineError(f"{param} is cuda but PyTorch sees no CUDA GPU (use auto or cpu)")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+            str(STAGE_SCRIPT), "--params", str(params_path)]
 
 
 def check_multi_gpu(gpus: int, device_preference: str) -> None:

@@ -38,8 +38,17 @@ from . import losses, optim
 from .audit import TargetAudit
 from .augment import cutmix
 from .config import TrainConfig
-from .data import (STREAM_LABELED, STREAM_PARTNER, STREAM_UNLABELED, CropSpec, LabeledCrops, StepBatchSampler,
-                   UnlabeledViews, count_masks, make_loader)
+from .data import (
+    STREAM_LABELED,
+    STREAM_PARTNER,
+    STREAM_UNLABELED,
+    CropSpec,
+    LabeledCrops,
+    StepBatchSampler,
+    UnlabeledViews,
+    count_masks,
+    make_loader,
+)
 from .distributed import Runtime, barrier, gather_to_main
 from .guidance import DenseClipGuidance, initial_clip_copy
 from .progress import logs_above_bar

@@ -9,15 +9,12 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from ..model.config import ModelConfig, model_config_from_params, paper_model_config
+from ..model.segmenter import build_model
 from ..params import Params
-from .config import ModelConfig, model_config_from_params
-from .segmenter import build_model
-
-PAPER = ModelConfig(clip_model="ViT-B-16", image_size=512, decoder_dim=128, skip_blocks=(0, 4), num_classes=21)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,17 +51,11 @@ def time_forward(cfg: ModelConfig, num_classes: int, warmup: int, repeats: int) 
     }
 
 
-def default_config(params_path: str) -> ModelConfig:
-    if Path(params_path).is_file():
-        return model_config_from_params(Params.load(params_path))
-    return ModelConfig()
-
-
 def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = {} if args.skip_paper else {"paper": PAPER}
-    settings["embedded_default"] = default_config(args.params)
+    settings = {} if args.skip_paper else {"paper": paper_model_config()}
+    settings["embedded_default"] = model_config_from_params(Params.load(args.params))
     results = {"threads": torch.get_num_threads(), "dtype": "float32", "batch": 1}
     for name, cfg in settings.items():
         results[name] = time_forward(cfg, cfg.num_classes, args.warmup, args.repeats)

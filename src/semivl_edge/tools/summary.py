@@ -11,8 +11,8 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .config import DECODERS, ModelConfig
-from .segmenter import SemiVLSegmenter, build_model
+from ..model.config import DECODERS, ModelConfig
+from ..model.segmenter import SemiVLSegmenter, build_model
 
 # The CPU build of scaled_dot_product_attention dispatches to a kernel that torch's FLOP table does not list.
 _CPU_SDPA_OPS = {
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> None:
         clip_model=args.clip_model,
         clip_pretrained="none",
         image_size=args.image_size,
+        clip_init=True,
         spatial_finetune=not args.no_spatial_finetune,
         decoder=args.decoder,
         decoder_dim=args.decoder_dim,

@@ -25,9 +25,9 @@ from ..atomic import atomic_path, write_json
 from ..errors import PipelineError
 from ..evaluation.inference import InferenceConfig, max_abs_diff, pixel_agreement
 from ..evaluation.latency import LatencyStats, cpu_model_name, time_calls
-from .mobile import WindowModel, export_executorch, export_lite, quantize_int8, xnnpack_in_torch
-from .runtimes import load_runtime, set_cpu_threads
-from .torchscript import save_torchscript, script_pipeline
+from ..export.mobile import WindowModel, export_executorch, export_lite, quantize_int8, xnnpack_in_torch
+from ..export.runtimes import load_runtime, set_cpu_threads
+from ..export.torchscript import save_torchscript, script_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,12 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def build_random_model(args: argparse.Namespace):
     """The segmenter of the requested size with random weights, and random unit text embeddings."""
-    from ..model import ModelConfig, build_model
+    from ..model.config import ModelConfig
+    from ..model.segmenter import build_model
 
     cfg = ModelConfig(
-        clip_model=args.clip_model, clip_pretrained="none", image_size=args.image_size,
-        decoder_dim=args.decoder_dim, skip_blocks=_skip_blocks(args.skip_blocks),
+        clip_model=args.clip_model, clip_pretrained="none", image_size=args.image_size, clip_init=True,
+        spatial_finetune=True, decoder="vlg", decoder_dim=args.decoder_dim, skip_blocks=_skip_blocks(args.skip_blocks),
         num_classes=args.classes, class_names=[f"class_{i}" for i in range(args.classes)],
     )
     if args.image_size % 16:
