@@ -1,24 +1,36 @@
-"""Shared fixtures: a throw-away copy of the project where `dvc repro` can run on a tiny configuration."""
+"""Shared test support: the committed parameters with changes, one fake Pascal VOC builder, one thread fixture,
+and the tiny DVC project that the end-to-end tests share (reproduced once per session, copied before changing)."""
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+CLASS_FILE = REPO / "data" / "classes" / "voc.yaml"
 # What a clone of the project holds that the pipeline needs (generated outputs are not copied).
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/classes", ".dvcignore"]
 
-# Settings small enough for a whole pipeline on 2 CPU cores in well under a minute.
+# Settings small enough for the whole pipeline on 2 CPU cores in about a minute, large enough for every stage
+# to do real work: the shared tiny project's params.yaml.
 TINY_PARAMS = {
     "data": {"synthetic": {"train": 12, "train_aug": 24, "val": 6, "long_side": 96}},
     "split": {"labeled": 4},
     "clip_pretrain": {"steps": 2, "batch_size": 4, "images": 6, "warmup_steps": 1},
+    "model": {"decoder_dim": 16},
+    "train": {"iterations": 6, "batch_size": 2, "crop_size": 32, "base_size": 32, "eval_every": 3,
+              "checkpoint_every": 2, "workers": 0, "device": "cpu"},
+    "eval": {"short_side": 32, "crop_size": 32, "stride": 32, "repeats": 2, "warmup": 1, "qualitative": 2},
+    "mobile": {"input_size": 32, "calibration_images": 2, "repeats": 2, "warmup": 1, "device": "host"},
 }
 
 
@@ -42,12 +54,16 @@ class PipelineProject:
         params = yaml.safe_load(path.read_text())
         path.write_text(yaml.safe_dump(deep_update(params, overrides), sort_keys=False))
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run a command in the project with the test's Python environment first on PATH."""
+    def environment(self) -> dict:
+        """The test's Python environment first on PATH, two OpenMP threads."""
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.setdefault("OMP_NUM_THREADS", "2")
-        result = subprocess.run(args, cwd=self.root, env=env, capture_output=True, text=True)
+        return env
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a command in the project."""
+        result = subprocess.run(args, cwd=self.root, env=self.environment(), capture_output=True, text=True)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
@@ -56,10 +72,15 @@ class PipelineProject:
         return self.run(sys.executable, "-m", "dvc", *args, check=check)
 
 
-@pytest.fixture
-def pipeline_project(tmp_path: Path) -> PipelineProject:
-    root = tmp_path / "project"
-    root.mkdir()
+    def copy(self, destination: Path) -> "PipelineProject":
+        """An independent copy (git, DVC cache and outputs included) to change without touching this one."""
+        shutil.copytree(self.root, destination, symlinks=True)
+        return PipelineProject(destination)
+
+
+def new_project(root: Path) -> PipelineProject:
+    """A git + DVC project with the repository's stages and code and the tiny parameters, nothing run yet."""
+    root.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = REPO / name
         if source.is_dir():
@@ -76,6 +97,137 @@ def pipeline_project(tmp_path: Path) -> PipelineProject:
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "tiny pipeline")
     return project
+
+
+@pytest.fixture(scope="session")
+def reproduced_project(tmp_path_factory) -> PipelineProject:
+    """The tiny project after one whole `dvc repro`. Read it only; change a copy (`copied_project`)."""
+    project = new_project(tmp_path_factory.mktemp("reproduced") / "project")
+    project.dvc("repro")
+    return project
+
+
+@pytest.fixture
+def copied_project(reproduced_project, tmp_path) -> PipelineProject:
+    """A private copy of the reproduced tiny project."""
+    return reproduced_project.copy(tmp_path / "project")
+
+
+# -- a fake Pascal VOC root ------------------------------------------------------------------------------------
+def voc_palette_bytes(colours) -> list[int]:
+    """A full 256-entry palette: the given colours, then white (so index 255 survives PIL's palette handling)."""
+    flat = [v for rgb in colours for v in rgb]
+    return flat + [255] * (768 - len(flat))
+
+
+def write_voc_root(root: Path, sizes: dict[str, tuple[int, int]], image: Callable[[int, int, int], np.ndarray],
+                   mask: Callable[[int, int, int], np.ndarray] | None = None, *, lists: dict | None = None,
+                   gray_masks: tuple[str, ...] = (), palette=None, lossless: bool = False) -> Path:
+    """A VOC-layout root: `sizes` id -> (width, height); `image(index, h, w)` gives the RGB pixels and `mask(index,
+    h, w)` the class map (palette PNG in SegmentationClass, or grayscale in SegmentationClassAug for the ids in
+    `gray_masks`); `lists` name -> ids for ImageSets/Segmentation/<name>.txt. `lossless` stores PNG bytes under
+    the .jpg name (PIL reads by content) for tests that decode pixel values exactly."""
+    if palette is None:
+        palette = yaml.safe_load(CLASS_FILE.read_text())["palette"]
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    for index, (image_id, (width, height)) in enumerate(sizes.items()):
+        pixels = Image.fromarray(image(index, height, width))
+        pixels.save(root / "JPEGImages" / f"{image_id}.jpg", **({"format": "PNG"} if lossless else {"quality": 90}))
+        if mask is None:
+            continue
+        labels = mask(index, height, width)
+        if image_id in gray_masks:
+            (root / "SegmentationClassAug").mkdir(exist_ok=True)
+            Image.fromarray(labels).save(root / "SegmentationClassAug" / f"{image_id}.png")
+        else:
+            (root / "SegmentationClass").mkdir(exist_ok=True)
+            png = Image.fromarray(labels)
+            png.putpalette(voc_palette_bytes(palette))
+            png.save(root / "SegmentationClass" / f"{image_id}.png")
+    for name, ids in (lists or {}).items():
+        path = root / "ImageSets" / "Segmentation" / f"{name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+def noise_image(index: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def oracle_voc(root: Path, sizes: dict[str, tuple[int, int]], num_classes: int, palette, seed: int = 0) -> list[str]:
+    """Random masks (one ignore row) and images whose grey level is 40 * class: a predictor can read the class
+    back exactly (`oracle_logits`). Returns the ids."""
+    rng = np.random.default_rng(seed)
+    masks = {}
+
+    def mask(index, height, width):
+        labels = rng.integers(0, num_classes, size=(height, width)).astype(np.uint8)
+        labels[0, :] = 255
+        masks[index] = labels
+        return labels
+
+    def image(index, height, width):
+        labels = mask(index, height, width)
+        grey = np.where(labels == 255, 0, labels * 40).astype(np.uint8)
+        return np.stack([grey] * 3, axis=-1)
+
+    write_voc_root(root, sizes, image, lambda index, h, w: masks[index], palette=palette, lossless=True)
+    return list(sizes)
+
+
+# The hand-made VOC root of the data tests: id -> (width, height), landscape and portrait as in VOC.
+TRAIN = {"2007_000032": (40, 30), "2007_000039": (30, 40), "2008_000002": (48, 32)}
+VAL = {"2007_000033": (40, 30), "2009_000001": (32, 48)}
+AUG_ONLY = {"2010_000005": (40, 30)}  # in train_aug only, with an SBD-style grayscale mask
+
+
+def make_mask(width: int, height: int, value: int) -> np.ndarray:
+    """Background with one object of class `value`, a 255 outline and a corner of class 15 (person)."""
+    labels = np.zeros((height, width), np.uint8)
+    labels[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = value
+    labels[height // 4 - 1, width // 4: 3 * width // 4] = 255
+    labels[-3:, -3:] = 15
+    return labels
+
+
+def build_voc_root(root: Path, with_train_aug: bool = True) -> Path:
+    """A complete, valid VOC-format root with palette (train, val) and grayscale (aug) masks."""
+    lists = {"train": list(TRAIN), "val": list(VAL)}
+    if with_train_aug:
+        lists["train_aug"] = list(TRAIN) + list(AUG_ONLY)
+    return write_voc_root(root, {**TRAIN, **VAL, **AUG_ONLY}, noise_image, lambda i, h, w: make_mask(w, h, 1 + i),
+                          lists=lists, gray_masks=tuple(AUG_ONLY))
+
+
+@pytest.fixture
+def voc_root(tmp_path: Path) -> Path:
+    return build_voc_root(tmp_path / "VOCdevkit" / "VOC2012")
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch) -> Path:
+    """An empty working directory for a stage (stages use paths relative to the project root)."""
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+def stage_params(**overrides):
+    """The repository's params.yaml at tiny sizes, with dotted-key overrides ("split.labeled": 3)."""
+    data = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text()))
+    data = deep_update(data, {"data": TINY_PARAMS["data"], "split": TINY_PARAMS["split"]})
+    data["classes"]["file"] = str(CLASS_FILE)
+    for key, value in overrides.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    from semivl_edge.params import Params
+
+    return Params(data)
 
 
 # -- configurations: the committed params.yaml with a test's changes (the library keeps no defaults) ------------
@@ -120,7 +272,8 @@ def build_tiny_segmenter(num_classes: int, crop: int = 64):
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny ops are dominated by thread hand-offs: one thread keeps these tests fast on a busy machine."""
+    """One intra-op thread: tiny ops are dominated by thread hand-offs, and on a shared 2-core machine OpenMP
+    threads that spin-wait for a busy core make them 10-100x slower."""
     import torch
 
     before = torch.get_num_threads()

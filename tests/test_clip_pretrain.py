@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from semivl_edge.errors import PipelineError
 from semivl_edge.data.captions import CaptionConfig, CaptionedViews
 from semivl_edge.data.classes import load_classes
 from semivl_edge.data.synthetic import STREAM_TRAIN, STREAM_VAL, STREAM_WEB, render
@@ -142,6 +143,6 @@ def test_stage_rejects_bad_parameters_with_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path, "models/clip/clip.safetensors")
     params.data["clip_pretrain"]["batch_size"] = 1
-    with pytest.raises(Exception, match="clip_pretrain.batch_size"):
+    with pytest.raises(PipelineError, match="clip_pretrain.batch_size"):
         stage.run(params)
     assert not (tmp_path / "models/clip").exists()

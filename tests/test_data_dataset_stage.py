@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from test_data_support import CLASS_FILE, REPO, TRAIN, VAL, build_voc_root, project_dir, stage_params  # noqa: F401
+from conftest import CLASS_FILE, REPO, TRAIN, VAL, build_voc_root, stage_params
 
 from semivl_edge.errors import PipelineError
 from semivl_edge.pipeline import dataset
@@ -75,6 +75,16 @@ def _damage(root: Path, how: str) -> None:
         Image.new("RGB", (40, 30), (128, 0, 0)).save(root / "SegmentationClass/2007_000032.png")
     elif how == "duplicate-id":
         (lists / "train.txt").write_text("2007_000032\n2007_000039\n2007_000032\n")
+    elif how == "zero-byte-image":
+        (root / "JPEGImages/2008_000002.jpg").write_bytes(b"")
+    elif how == "mask-size":
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "SegmentationClass/2007_000032.png")
+    elif how == "empty-val":
+        (lists / "val.txt").write_text("\n")
+    elif how == "escaping-id":
+        (lists / "train.txt").write_text("2007_000032\n../../outside/2007_000039\n")
+    elif how == "absolute-id":
+        (lists / "val.txt").write_text("/etc/passwd\n")
 
 
 @pytest.mark.parametrize(
@@ -87,6 +97,11 @@ def _damage(root: Path, how: str) -> None:
         ("bad-mask-value", r"SegmentationClass/2007_000032\.png: mask values 37 are outside 0\.\.20 and 255"),
         ("rgb-mask", r"SegmentationClass/2007_000032\.png: mask has PIL mode RGB"),
         ("duplicate-id", r"train\.txt: line 3: duplicate id 2007_000032"),
+        ("zero-byte-image", r"JPEGImages/2008_000002\.jpg: corrupt or unreadable image"),
+        ("mask-size", r"SegmentationClass/2007_000032\.png: mask is 10x10 but image 2007_000032\.jpg is 40x30"),
+        ("empty-val", r"ImageSets/Segmentation/val\.txt: id list is empty"),
+        ("escaping-id", r"train\.txt: line 2: id '\.\./\.\./outside/2007_000039' would leave the dataset root"),
+        ("absolute-id", r"val\.txt: line 1: id '/etc/passwd' would leave the dataset root"),
     ],
 )
 def test_bad_voc_root_stops_with_one_line_and_no_output(project_dir, tmp_path, how, message):

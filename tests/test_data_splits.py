@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_data_support import AUG_ONLY, CLASS_FILE, REPO, TRAIN, VAL, build_voc_root, project_dir, stage_params  # noqa: F401
+from conftest import AUG_ONLY, CLASS_FILE, REPO, TRAIN, VAL, build_voc_root, stage_params
 
 from semivl_edge.data.splits import draw_labeled, make_splits
 from semivl_edge.data.voc import VOCLists, read_ids
@@ -140,21 +140,3 @@ def test_splits_script_exit_code_and_single_line(tmp_path):
     assert len(errors) == 1 and errors[0].startswith("error: split.labeled: 6 is larger than the labeled pool (5 ids")
     assert "Traceback" not in result.stderr
     assert not (project / "data/splits").exists()
-
-
-def test_dvc_repro_splits_and_rerun_only_splits(pipeline_project):
-    repro = pipeline_project.dvc("repro", "splits")
-    assert "Running stage 'dataset'" in repro.stdout and "Running stage 'splits'" in repro.stdout
-    root = pipeline_project.root
-    assert len(read_ids(root / "data/splits/labeled.txt")) == 4
-    assert json.loads((root / "data/dataset.json").read_text())["counts"]["train"] == 12
-    assert (root / "reports/metrics/splits.json").is_file()
-    assert "up to date" in pipeline_project.dvc("status", "splits").stdout
-
-    pipeline_project.set_params({"split": {"labeled": 6}})
-    status = pipeline_project.dvc("status", "splits").stdout
-    assert "splits:" in status and "dataset:" not in status
-    repro = pipeline_project.dvc("repro", "splits")
-    assert "Stage 'dataset' didn't change, skipping" in repro.stdout
-    assert "Running stage 'splits'" in repro.stdout
-    assert len(read_ids(root / "data/splits/labeled.txt")) == 6

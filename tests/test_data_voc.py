@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_data_support import AUG_ONLY, TRAIN, VAL, make_mask, voc_root  # noqa: F401 (fixture)
+from conftest import AUG_ONLY, TRAIN, VAL, make_mask
 
 from semivl_edge.data.scan import scan_root
 from semivl_edge.data.voc import VOCLayout, read_ids, read_image, read_lists, read_mask

@@ -7,6 +7,8 @@ import torch
 from PIL import Image
 
 from semivl_edge.data.voc import VOCLayout
+
+from conftest import oracle_voc
 from semivl_edge.errors import PipelineError
 from semivl_edge.evaluation.evaluate import evaluate, evaluation_metrics, write_evaluation_dir
 
@@ -16,27 +18,9 @@ PALETTE = [(0, 0, 0), (128, 0, 0), (0, 128, 0)]
 
 
 def write_voc(root, sizes=((16, 24), (24, 16), (20, 20)), seed=0):
-    """A VOC root whose image pixels encode their class (grey level 40 * class), 255 = ignore in masks.
-
-    The images are stored losslessly (PNG bytes under the .jpg name; PIL reads by content) so a
-    predictor can decode the class exactly.
-    """
-    rng = np.random.default_rng(seed)
-    layout = VOCLayout(root)
-    for folder in ("JPEGImages", "SegmentationClass"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    ids = []
-    for index, (h, w) in enumerate(sizes):
-        image_id = f"2007_{index:06d}"
-        mask = rng.integers(0, NUM_CLASSES, size=(h, w)).astype(np.uint8)
-        mask[0, :] = 255
-        grey = np.where(mask == 255, 0, mask * 40).astype(np.uint8)
-        Image.fromarray(np.stack([grey] * 3, axis=-1)).save(layout.image_path(image_id), format="PNG")
-        png = Image.fromarray(mask)
-        png.putpalette([v for rgb in PALETTE for v in rgb] + [255] * (768 - 3 * len(PALETTE)))  # full: PIL would remap 255
-        png.save(layout.mask_path(image_id))
-        ids.append(image_id)
-    return layout, ids
+    """Oracle VOC root (conftest.oracle_voc): grey level 40 * class, 255 = ignore in masks; sizes are (h, w)."""
+    ids = oracle_voc(root, {f"2007_{i:06d}": (w, h) for i, (h, w) in enumerate(sizes)}, NUM_CLASSES, PALETTE, seed)
+    return VOCLayout(root), ids
 
 
 def oracle(image: torch.Tensor) -> torch.Tensor:

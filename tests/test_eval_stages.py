@@ -6,15 +6,15 @@ known (100); eval_cpu runs a real TorchScript file through export.runtimes.load_
 import json
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from semivl_edge.errors import PipelineError
 from semivl_edge.params import Params
 from semivl_edge.pipeline import eval_cpu, main
+
+from conftest import oracle_voc
 
 NAMES = ["background", "cat", "dog"]
 PALETTE = [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
@@ -33,22 +33,7 @@ def class_file(names):
 
 def make_project(root, images=3):
     """data/dataset.json, data/splits/val.txt, a VOC root and a class file; returns the params."""
-    voc = root / "data" / "VOC"
-    for folder in ("JPEGImages", "SegmentationClass"):
-        (voc / folder).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    ids = []
-    for index in range(images):
-        image_id = f"2008_{index:06d}"
-        mask = rng.integers(0, len(NAMES), size=(SIZE, SIZE)).astype(np.uint8)
-        mask[:, 0] = 255
-        grey = np.where(mask == 255, 0, mask * 40).astype(np.uint8)
-        # lossless pixels so the stand-in model decodes the class exactly (PIL reads PNG bytes by content)
-        Image.fromarray(np.stack([grey] * 3, -1)).save(voc / "JPEGImages" / f"{image_id}.jpg", format="PNG")
-        png = Image.fromarray(mask)
-        png.putpalette([v for rgb in PALETTE for v in rgb] + [255] * (768 - 9))
-        png.save(voc / "SegmentationClass" / f"{image_id}.png")
-        ids.append(image_id)
+    ids = oracle_voc(root / "data" / "VOC", {f"2008_{i:06d}": (SIZE, SIZE) for i in range(images)}, len(NAMES), PALETTE)
     (root / "data" / "splits").mkdir(parents=True)
     (root / "data" / "splits" / "val.txt").write_text("".join(f"{i}\n" for i in ids))
     (root / "data" / "dataset.json").write_text(json.dumps(

@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from semivl_edge.evaluation.latency import LatencyStats, cpu_model_name, cuda_synchronizer, device_name, time_calls
 
@@ -59,4 +58,3 @@ def test_device_names_are_recorded():
     assert cpu_model_name().strip()
     assert device_name("cpu") == cpu_model_name()
     assert cuda_synchronizer("cpu") is None
-    assert isinstance(torch.get_num_threads(), int)

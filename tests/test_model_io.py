@@ -73,6 +73,23 @@ def test_load_errors_name_the_file(tmp_path, trained_like):
     assert loaded_cfg.decoder_dim == 16 and loaded_text is None
 
 
+def test_truncated_weights_and_a_mismatched_model_json_are_named(tmp_path, trained_like):
+    model, cfg, text = trained_like
+    weights, config = save_model(tmp_path / "m", model, cfg, text)
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(PipelineError, match=r"m.safetensors: not a readable safetensors file"):
+        load_model(weights)
+    weights.write_bytes(good)
+    record = json.loads(config.read_text())
+    record["config"]["decoder_dim"] = 64
+    config.write_text(json.dumps(record))
+    with pytest.raises(PipelineError) as error:
+        load_model(weights)
+    assert str(error.value) == (f"{config}: does not match the config stored in m.safetensors (differs in decoder_dim); "
+                                "write both with save_model")
+
+
 @pytest.fixture(scope="module")
 def fixed_size_inputs(trained_like):
     torch.manual_seed(1)

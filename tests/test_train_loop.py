@@ -9,8 +9,9 @@ from safetensors.torch import load_file
 
 from semivl_edge.data.voc import VOCLayout
 from semivl_edge.train import checkpoint as ckpt
+from semivl_edge.train import losses
 from semivl_edge.train.data import CropSpec, LabeledCrops, UnlabeledViews
-from semivl_edge.train.loop import Trainer, TrainOutputs
+from semivl_edge.train.loop import Trainer, TrainOutputs, strong_view_targets
 from test_train_support import CLASSES, cpu_runtime, make_voc_root, model_api, tiny_inputs, tiny_train_cfg
 
 TIMING_KEYS = {"wall_time_s", "seconds_per_iteration", "images_per_second", "peak_memory_mb"}
@@ -125,3 +126,43 @@ def test_validation_during_training_scores_like_the_evaluation_stage(voc_root):
     with torch.no_grad():
         stage = evaluate_stage(pipeline, layout, inputs.val_ids, CLASSES.num_classes, class_names=CLASSES.names)
     assert during_training == pytest.approx(stage.scores.miou)
+
+
+def test_cutmix_boxes_give_the_partners_targets_exactly_where_its_pixels_were_pasted():
+    """Stand-in predictions that identify the image: the weak image is class 1 everywhere (confident), the partner
+    class 2 (less confident, its own ignore row); each strong view's targets are the partner's inside its box."""
+    size = 8
+
+    def predictions(cls, margin):
+        logits = torch.zeros(2, 4, size, size)
+        logits[:, cls] = margin
+        return logits
+    conf_w, label_w = losses.pseudo_labels(predictions(1, 9.0))
+    conf_p, label_p = losses.pseudo_labels(predictions(2, 3.0))
+    ignore_w = torch.zeros(2, size, size, dtype=torch.uint8)
+    ignore_p = ignore_w.clone()
+    ignore_p[:, 0] = 255
+    boxes = [torch.zeros(2, size, size, dtype=torch.uint8) for _ in range(2)]
+    boxes[0][0, 2:5, 3:7] = 1   # view 1, image 0: a box; image 1: none
+    boxes[1][:, 0:4, 0:8] = 1   # view 2: the top half of both images
+    targets = strong_view_targets((label_w, conf_w, ignore_w), (label_p, conf_p, ignore_p), boxes)
+    for box, (label, conf, ignore) in zip(boxes, targets):
+        inside = box.bool()
+        assert torch.equal(label, torch.where(inside, 2, 1))
+        assert torch.equal(conf, torch.where(inside, conf_p, conf_w)) and conf_p.max() < conf_w.min()
+        assert torch.equal(ignore, torch.where(inside, ignore_p, ignore_w))
+    assert (targets[0][0][1] == 1).all()  # no box: the weak image's targets alone
+
+
+def test_save_chooses_the_best_or_the_final_weights(voc_root, tmp_path, monkeypatch):
+    scores = iter([50.0, 10.0] * 2)  # val mIoU at iterations 2 and 4 of each run: the best is the earlier
+    monkeypatch.setattr("semivl_edge.train.loop.evaluate", lambda *args, **kwargs: next(scores))
+    weights = {}
+    for save in ("best", "final"):
+        trainer, metrics = _run(tmp_path / save, voc_root, save=save, lr=1e-2)
+        weights[save] = load_file(tmp_path / save / "models" / "model.safetensors")
+        assert metrics["saved_model"] == save and metrics["miou"] == 50.0 and metrics["best_iteration"] == 2
+        assert metrics["miou_final"] == 10.0
+        kept = trainer.best_weights if save == "best" else ckpt.state_dict_to_cpu(trainer.segmenter)
+        assert all(torch.equal(weights[save][k], kept[k]) for k in kept)
+    assert any(not torch.equal(weights["best"][k], weights["final"][k]) for k in weights["best"])

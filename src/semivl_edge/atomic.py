@@ -1,10 +1,13 @@
 """Write outputs so that an interrupted or failed stage never leaves a file that looks valid.
 
-Everything is written to a temporary sibling first and renamed into place on success.
+Everything is written to a temporary sibling (`.<name>.<random>.tmp`) first and renamed into place on success.
+A process killed mid-write (SIGKILL runs no cleanup) leaves only such a hidden sibling, never a file under the
+real name; the next write of the same path removes it.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -19,11 +22,18 @@ def _default_mode(base: int) -> int:
     return base & ~umask
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """What a killed earlier write of `path` left behind."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -41,6 +51,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory; it replaces `path` (whole) if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, _default_mode(0o777))
     try:

@@ -58,9 +58,18 @@ class VOCLayout:
 
 def _parse_id(token: str, path: Path, line_no: int) -> str:
     # Split files in the UniMatch/SemiVL style hold "JPEGImages/<id>.jpg SegmentationClass/<id>.png";
-    # plain VOC lists hold the bare id. Both give the id.
-    image_id = PurePosixPath(token).stem if ("/" in token or token.endswith(".jpg")) else token
-    if not image_id or image_id in (".", "..") or "\\" in image_id:
+    # plain VOC lists hold the bare id. Both give the id; nothing else may name a path, so that an id never
+    # reaches a file outside the dataset root.
+    parts = PurePosixPath(token).parts
+    if token.startswith("/") or ".." in parts:
+        raise PipelineError(f"{path}: line {line_no}: id {token!r} would leave the dataset root")
+    if len(parts) == 2 and parts[0] == IMAGE_DIR and parts[1].endswith(".jpg"):
+        image_id = parts[1][: -len(".jpg")]
+    elif len(parts) == 1:
+        image_id = token[: -len(".jpg")] if token.endswith(".jpg") else token
+    else:
+        image_id = ""
+    if not image_id or image_id == "." or "\\" in image_id:
         raise PipelineError(f"{path}: line {line_no}: {token!r} is not an image id")
     return image_id
 

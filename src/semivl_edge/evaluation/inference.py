@@ -185,6 +185,9 @@ class SegmentationPipeline(nn.Module):
         size_multiple: int = 16,
     ):
         super().__init__()
+        if cfg.mode == "sliding" and cfg.crop_size % size_multiple:
+            raise PipelineError(f"eval.crop_size ({cfg.crop_size}) must be a multiple of the model's patch size "
+                                f"({size_multiple}): the network takes whole patches")
         self.network = network
         self.register_buffer("text_embeddings", text_embeddings.detach().to(torch.float32).clone())
         self.register_buffer("pixel_mean", torch.tensor(list(pixel_mean), dtype=torch.float32).view(1, 3, 1, 1))

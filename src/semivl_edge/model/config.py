@@ -43,10 +43,15 @@ class ModelConfig:
             raise PipelineError(f"image_size must be positive, got {self.image_size}")
         if self.num_classes < 1:
             raise PipelineError(f"num_classes must be positive, got {self.num_classes}")
-        if self.embed_dim is None:
-            from .clip import clip_model_config
+        from .clip import clip_model_config
 
-            self.embed_dim = int(clip_model_config(self.clip_model)["embed_dim"])
+        clip_cfg = clip_model_config(self.clip_model)
+        patch = int(clip_cfg["vision_cfg"]["patch_size"])
+        if self.image_size % patch:
+            raise PipelineError(f"train.crop_size ({self.image_size}) must be a multiple of the patch size {patch} "
+                                f"of clip.model {self.clip_model}")
+        if self.embed_dim is None:
+            self.embed_dim = int(clip_cfg["embed_dim"])
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -69,17 +69,22 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_config(weights_path: Path, config_path: Path, metadata: dict | None) -> ModelConfig:
-    if metadata and "config" in metadata:
-        data = json.loads(metadata["config"])
-    elif config_path.is_file():
+    """The config stored in the weights' metadata; a model.json beside them must agree with it."""
+    embedded = json.loads(metadata["config"]) if metadata and "config" in metadata else None
+    beside = None
+    if config_path.is_file():
         try:
-            data = json.loads(config_path.read_text())["config"]
+            beside = json.loads(config_path.read_text())["config"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise PipelineError(f"{config_path}: not a model config written by save_model") from None
-    else:
+    if embedded is None and beside is None:
         raise PipelineError(f"{weights_path}: no model config (metadata) and {config_path} is missing")
+    if embedded is not None and beside is not None and embedded != beside:
+        keys = sorted(k for k in set(embedded) | set(beside) if embedded.get(k) != beside.get(k))
+        raise PipelineError(f"{config_path}: does not match the config stored in {weights_path.name} "
+                            f"(differs in {', '.join(keys)}); write both with save_model")
     try:
-        return ModelConfig.from_dict(data)
+        return ModelConfig.from_dict(embedded if embedded is not None else beside)
     except TypeError as exc:
         raise PipelineError(f"{weights_path}: invalid model config ({exc})") from None
 

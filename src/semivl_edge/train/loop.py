@@ -119,6 +119,12 @@ class StepNetwork(nn.Module):
         return logits.split(sizes + [sizes[1]])  # labeled, weak, strong (both views), weak perturbed
 
 
+def strong_view_targets(weak: tuple, partner: tuple, boxes) -> list[tuple]:
+    """The (pseudo-label, confidence, ignore map) targets of each strong view: the weak image's `weak` triple,
+    and the `partner` image's inside that view's CutMix box, where the partner's pixels were pasted."""
+    return [tuple(cutmix(own, pasted, box) for own, pasted in zip(weak, partner)) for box in boxes]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -216,9 +222,7 @@ class Trainer:
         conf_w, label_w = losses.pseudo_labels(pred_w)
         conf_p, label_p = losses.pseudo_labels(pred_partner)
         ignore_w, ignore_p = u["ignore"], p["ignore"]
-        targets = []
-        for box in (u["box1"], u["box2"]):
-            targets.append((cutmix(label_w, label_p, box), cutmix(conf_w, conf_p, box), cutmix(ignore_w, ignore_p, box)))
+        targets = strong_view_targets((label_w, conf_w, ignore_w), (label_p, conf_p, ignore_p), (u["box1"], u["box2"]))
         thr = cfg.conf_threshold
         sup = losses.supervised_loss(pred_x, labeled["mask"])
         s1 = losses.confident_consistency_loss(pred_s1, *targets[0], thr)
