@@ -117,7 +117,8 @@ class _ConstantEncoder(torch.nn.Module):
 
 def test_guidance_module_is_frozen_and_upsamples_to_the_image():
     dense = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1).T.reshape(1, 2, 1, 2)
-    guide = DenseClipGuidance(_ConstantEncoder(dense), F.normalize(torch.eye(2), dim=-1), torch.tensor([0, 1]), 2)
+    guide = DenseClipGuidance(_ConstantEncoder(dense), F.normalize(torch.eye(2), dim=-1), torch.tensor([0, 1]), 2,
+                              temperature=100.0, zeta=0.9)
     guide.train()
     assert not guide.clip.training and not any(p.requires_grad for p in guide.clip.parameters())
     label = guide(torch.zeros(3, 3, 4, 8))

@@ -58,14 +58,14 @@ def test_optimizer_is_adamw_and_the_schedule_is_poly():
     opt = optim.build_optimizer(model, lr=1e-4, weight_decay=0.01, encoder_lr_mult=1.0, decoder_lr_mult=10.0)
     assert isinstance(opt, torch.optim.AdamW)
     total, power = 100, 0.9
-    assert optim.poly_factor(0, total, power) == 1.0
-    assert optim.poly_factor(50, total, power) == pytest.approx(0.5**0.9)
-    assert optim.poly_factor(99, total, power) == pytest.approx(0.01**0.9)
-    assert optim.poly_factor(total, total, power) == 0.0
+    assert optim.poly_factor(0, total, power, warmup=0) == 1.0
+    assert optim.poly_factor(50, total, power, warmup=0) == pytest.approx(0.5**0.9)
+    assert optim.poly_factor(99, total, power, warmup=0) == pytest.approx(0.01**0.9)
+    assert optim.poly_factor(total, total, power, warmup=0) == 0.0
     assert optim.poly_factor(0, total, power, warmup=10) == pytest.approx(0.1)
     assert optim.poly_factor(9, total, power, warmup=10) == pytest.approx(0.91**0.9)
     assert optim.poly_factor(10, total, power, warmup=10) == pytest.approx(0.9**0.9)
-    optim.set_learning_rates(opt, optim.poly_factor(50, total, power))
+    optim.set_learning_rates(opt, optim.poly_factor(50, total, power, warmup=0))
     rates = optim.group_learning_rates(opt)
     assert rates["encoder"] == pytest.approx(1e-4 * 0.5**0.9)
     assert rates["decoder"] == pytest.approx(1e-3 * 0.5**0.9)

@@ -80,7 +80,7 @@ class PhoneSession:
 
     adb: Adb
     runner_dir: Path
-    remote_dir: str = "/data/local/tmp/semivl_edge"
+    remote_dir: str  # mobile.remote_dir
     model: str = field(init=False, default="")
     _pushed_binaries: set[str] = field(init=False, default_factory=set)
 

@@ -43,7 +43,7 @@ class DenseClipGuidance(nn.Module):
     """Frozen CLIP that labels the confident pixels of a batch of (normalised) training images."""
 
     def __init__(self, clip_model: nn.Module, concepts: torch.Tensor, concept_class: torch.Tensor,
-                 num_classes: int, temperature: float = 100.0, zeta: float = 0.9):
+                 num_classes: int, temperature: float, zeta: float):
         super().__init__()
         self.clip = clip_model
         for parameter in self.clip.parameters():

@@ -50,7 +50,7 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, encoder_lr
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
-def poly_factor(iteration: int, total: int, power: float, warmup: int = 0) -> float:
+def poly_factor(iteration: int, total: int, power: float, warmup: int) -> float:
     """(1 - iteration / total) ** power for iteration in [0, total), ramped up linearly over `warmup` iterations."""
     factor = (1.0 - min(iteration, total) / total) ** power
     if iteration < warmup:
