@@ -18,13 +18,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 CLASS_FILE = REPO / "data" / "classes" / "voc.yaml"
 # What a clone of the project holds that the pipeline needs (generated outputs are not copied).
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/classes", ".dvcignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/classes", "assets", ".dvcignore"]
 
 # Settings small enough for the whole pipeline on 2 CPU cores in about a minute, large enough for every stage
 # to do real work: the shared tiny project's params.yaml.
 TINY_PARAMS = {
     "data": {"synthetic": {"train": 12, "train_aug": 24, "val": 6, "long_side": 96}},
     "split": {"labeled": 4},
+    "clip": {"pretrained": "models/clip/clip.safetensors"},  # the tiny project pretrains its own CLIP (2 steps)
     "clip_pretrain": {"steps": 2, "batch_size": 4, "images": 6, "warmup_steps": 1},
     "model": {"decoder_dim": 16},
     "train": {"iterations": 6, "batch_size": 2, "crop_size": 32, "base_size": 32, "eval_every": 3,

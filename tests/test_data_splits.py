@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import AUG_ONLY, CLASS_FILE, REPO, TRAIN, VAL, build_voc_root, stage_params
 
-from semivl_edge.data.splits import draw_labeled, make_splits
+from semivl_edge.data.splits import draw_labeled, labeled_count, make_splits
 from semivl_edge.data.voc import VOCLists, read_ids
 from semivl_edge.errors import PipelineError
 from semivl_edge.pipeline import dataset, splits
@@ -93,9 +93,13 @@ def test_labeled_file_overrides_the_draw(project_dir, tmp_path):
 @pytest.mark.parametrize(
     "overrides, labeled_file, message",
     [
-        ({"split.labeled": 13}, None, r"split.labeled: 13 is larger than the labeled pool \(12 ids in .*train\.txt\)"),
-        ({"split.labeled": 0}, None, r"split.labeled must be an integer >= 1, got 0"),
-        ({"split.labeled": "92"}, None, r"split.labeled must be an integer, got '92'"),
+        ({"split.labeled": 13}, None,
+         r"split.labeled: 13 is larger than the labeled pool \(12 ids in .*train\.txt; `all` labels the whole pool\)"),
+        ({"split.labeled": 0}, None, r"split.labeled must be at least 1, got 0"),
+        ({"split.labeled": "92"}, None, r"split.labeled must be a count \(92\), a fraction of the pool \(1/115\) or all, got '92'"),
+        ({"split.labeled": "3/2"}, None, r"split.labeled must be a fraction a/b with 0 < a <= b, got '3/2'"),
+        ({"split.labeled": "1/0"}, None, r"split.labeled must be a fraction a/b with 0 < a <= b, got '1/0'"),
+        ({"split.labeled": 0.5}, None, r"split.labeled must be a count"),
         ({"split.seed": 1.5}, None, r"split.seed must be an integer, got 1.5"),
         ({"split.labeled_file": 7}, None, r"split.labeled_file must be a string or null, got 7"),
         ({}, "missing", r"labeled\.txt: id list not found"),
@@ -115,6 +119,20 @@ def test_bad_split_inputs_stop_with_one_line_and_no_output(project_dir, tmp_path
     assert "\n" not in str(err.value)
     assert not (project_dir / "data/splits").exists()
     assert not (project_dir / "reports/metrics/splits.json").exists()
+
+
+def test_labeled_fractions_keep_the_voc_ratios_on_any_pool():
+    assert [labeled_count(f, 1464) for f in ("1/115", "1/29", "1/7", "all", 92)] == [13, 50, 209, 1464, 92]
+    assert labeled_count("1/115", 10582) == 92 and labeled_count("1/1000", 10) == 1
+
+
+def test_a_fraction_or_all_of_the_pool_in_the_stage(project_dir, tmp_path):
+    root = build_voc_root(tmp_path / "VOC2012")  # pool: train_aug, 3 train ids and 1 aug-only id
+    run_both(**{"data.source": "voc", "data.root": str(root), "split.labeled": "1/2"})
+    assert len(read_splits(project_dir)["labeled"]) == 2
+    run_both(**{"data.source": "voc", "data.root": str(root), "split.labeled": "all"})
+    result = read_splits(project_dir)
+    assert result["labeled"] == sorted([*TRAIN, *AUG_ONLY]) and result["unlabeled"] == []
 
 
 def test_splits_without_a_dataset_manifest(project_dir):
@@ -137,6 +155,6 @@ def test_splits_script_exit_code_and_single_line(tmp_path):
     result = run("splits")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: split.labeled: 6 is larger than the labeled pool (5 ids")
+    assert len(errors) == 1 and errors[0].startswith("error: params.yaml: split.labeled: 6 is larger than the labeled pool (5 ids")
     assert "Traceback" not in result.stderr
     assert not (project / "data/splits").exists()

@@ -15,6 +15,8 @@ COMMANDS = {
     ("summary",): ("semivl_edge.tools.summary", "Parameter counts and GFLOPs of a SemiVL model (no download needed)."),
     ("bench", "model"): ("semivl_edge.tools.bench_model", "CPU latency of one eager fp32 forward pass (paper setting and embedded default)."),
     ("bench", "deploy"): ("semivl_edge.tools.bench_deploy", "Export a model and time eager, TorchScript and mobile artifacts per window on the CPU."),
+    ("study",): ("semivl_edge.tools.study", "The label-budget study: supervised / UniMatch / SemiVL at the VOC label ratios, as DVC experiments."),
+    ("clip-asset",): ("semivl_edge.tools.clip_asset", "Version a clip_pretrain output as the embedded default's CLIP asset, with provenance."),
 }
 
 

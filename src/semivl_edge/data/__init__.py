@@ -1,0 +1,1 @@
+"""Data: the synthetic VOC-layout generator, reading and checking a VOC root, splits, classes, captions."""

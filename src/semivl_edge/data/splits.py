@@ -1,7 +1,9 @@
 """Semi-supervised splits of a VOC root: which images are labeled, which are only seen unlabeled, which evaluate.
 
 VOC protocol (UniMatch / SemiVL): the labeled images (92, 183, 366, 732 or 1464) are drawn from the high-quality
-`train` list; every other image of `train_aug` is unlabeled; `val` is the evaluation set.
+`train` list; every other image of `train_aug` is unlabeled; `val` is the evaluation set. `split.labeled` may
+also be a fraction of the pool ("1/115": VOC's 92 of 10,582, kept as a ratio on a pool of another size) or
+`all` (every pool image labeled, the supervised upper bound).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import PipelineError
 from .classes import IGNORE_INDEX
 from .voc import VOCLists, check_mask_values, read_mask
 
@@ -20,6 +23,28 @@ class Splits:
     labeled: list[str]
     unlabeled: list[str]
     val: list[str]
+
+
+ALL = "all"
+
+
+def labeled_count(value, pool_size: int, param: str = "split.labeled") -> int:
+    """How many images `split.labeled` labels: a count, a fraction "a/b" of the pool (rounded, at least 1), or
+    `all` (the whole pool)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        count = value
+    elif value == ALL:
+        return pool_size
+    elif isinstance(value, str) and value.count("/") == 1 and all(p.strip().isdigit() for p in value.split("/")):
+        numerator, denominator = (int(p) for p in value.split("/"))
+        if denominator == 0 or numerator > denominator:
+            raise PipelineError(f"{param} must be a fraction a/b with 0 < a <= b, got {value!r}")
+        count = max(1, round(pool_size * numerator / denominator))
+    else:
+        raise PipelineError(f"{param} must be a count (92), a fraction of the pool (1/115) or all, got {value!r}")
+    if count < 1:
+        raise PipelineError(f"{param} must be at least 1, got {value!r}")
+    return count
 
 
 def draw_labeled(train: Sequence[str], count: int, seed: int) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from ..errors import PipelineError
+from ..errors import PipelineError, first_line
 from .torchscript import METADATA_FILE, quiet_torchscript
 
 SUFFIXES = {".ts": "torchscript", ".ptl": "lite_interpreter", ".pte": "executorch"}
@@ -31,11 +31,6 @@ def quiet_executorch_import() -> Iterator[None]:
     with quiet_torchscript(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This API is experimental")
         yield
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{exc.__class__.__name__}: {lines[0]}" if lines else exc.__class__.__name__
 
 
 class Runtime:
@@ -72,7 +67,7 @@ class Runtime:
             with torch.inference_mode():
                 return self._run(image.contiguous())
         except self.inference_errors as exc:
-            raise PipelineError(f"{self.path}: inference failed ({_first_line(exc)})") from None
+            raise PipelineError(f"{self.path}: inference failed ({first_line(exc)})") from None
 
     def _run(self, image: Tensor) -> Tensor:
         raise NotImplementedError
@@ -90,7 +85,7 @@ class TorchScriptRuntime(Runtime):
             with quiet_torchscript():
                 self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as exc:  # torch raises RuntimeError/ValueError/zip errors on a bad archive
-            raise PipelineError(f"{path}: not a loadable TorchScript file ({_first_line(exc)})") from None
+            raise PipelineError(f"{path}: not a loadable TorchScript file ({first_line(exc)})") from None
         try:
             self.metadata = json.loads(extra[METADATA_FILE] or "{}")
         except ValueError:
@@ -112,7 +107,7 @@ class LiteInterpreterRuntime(Runtime):
             with quiet_torchscript():
                 self.module = _load_for_lite_interpreter(str(path), map_location="cpu")
         except Exception as exc:
-            raise PipelineError(f"{path}: not a loadable lite-interpreter (.ptl) file ({_first_line(exc)})") from None
+            raise PipelineError(f"{path}: not a loadable lite-interpreter (.ptl) file ({first_line(exc)})") from None
         try:
             size = int(self.module.run_method("input_size"))
         except Exception:
@@ -141,7 +136,7 @@ class ExecuTorchRuntime(Runtime):
             meta = self.method.metadata
             sizes = tuple(meta.input_tensor_meta(0).sizes())
         except Exception as exc:
-            raise PipelineError(f"{path}: not a loadable ExecuTorch (.pte) program ({_first_line(exc)})") from None
+            raise PipelineError(f"{path}: not a loadable ExecuTorch (.pte) program ({first_line(exc)})") from None
         if len(sizes) != 4 or sizes[0] != 1 or sizes[1] != 3 or sizes[2] != sizes[3]:
             raise PipelineError(f"{path}: expected one input [1, 3, S, S], the program declares {list(sizes)}")
         self.metadata = {"input_size": int(sizes[2])}

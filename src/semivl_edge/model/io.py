@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..atomic import atomic_path, write_json
-from ..errors import PipelineError
+from ..errors import PipelineError, first_line
 from .config import ModelConfig
 from .segmenter import SemiVLSegmenter, build_model
 
@@ -63,11 +63,6 @@ def save_model(
     return weights_path, config_path
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {lines[0][:200]}" if lines else exc.__class__.__name__
-
-
 def _read_config(weights_path: Path, config_path: Path, metadata: dict | None) -> ModelConfig:
     """The config stored in the weights' metadata; a model.json beside them must agree with it."""
     embedded = json.loads(metadata["config"]) if metadata and "config" in metadata else None
@@ -109,7 +104,7 @@ def load_model(path: str | os.PathLike) -> tuple[SemiVLSegmenter, ModelConfig, t
     except PipelineError:
         raise
     except Exception as exc:  # a config that parses but cannot build, e.g. an unknown CLIP name
-        raise PipelineError(f"{weights_path}: cannot build the model of its config ({_first_line(exc)})") from None
+        raise PipelineError(f"{weights_path}: cannot build the model of its config ({first_line(exc)})") from None
     try:
         result = model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # shape mismatches

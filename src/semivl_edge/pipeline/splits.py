@@ -12,7 +12,7 @@ from pathlib import Path
 from ..atomic import atomic_dir, write_metrics
 from ..data.manifest import MANIFEST, read_manifest
 from ..data.progress import progress_bar
-from ..data.splits import Splits, draw_labeled, make_splits, pixel_share
+from ..data.splits import ALL, Splits, draw_labeled, labeled_count, make_splits, pixel_share
 from ..data.voc import VOCLayout, VOCLists, read_ids, read_lists
 from ..errors import PipelineError
 from ..params import Params
@@ -25,7 +25,7 @@ METRICS = Path("reports/metrics/splits.json")
 
 def choose_labeled(params: Params, lists: VOCLists, layout: VOCLayout) -> list[str]:
     labeled_file = params.get_optional_str("split.labeled_file")
-    count = params.get_int("split.labeled", min=1)
+    value = params.raw("split.labeled")
     seed = params.get_int("split.seed", min=0)
     train_path = layout.list_path("train")
     if labeled_file is not None:
@@ -38,12 +38,15 @@ def choose_labeled(params: Params, lists: VOCLists, layout: VOCLayout) -> list[s
             raise PipelineError(
                 f"split.labeled_file: id {outside} in {labeled_file} is not in the labeled pool {train_path}"
             )
-        if len(ids) != count:
-            log.info("split.labeled_file gives %d labeled ids; split.labeled (%d) is not used", len(ids), count)
+        log.info("split.labeled_file gives %d labeled ids; split.labeled (%s) is not used", len(ids), value)
         return ids
+    count = labeled_count(value, len(lists.pool), param=f"{params.source}: split.labeled")
+    if value == ALL:
+        return sorted(lists.pool)  # the upper bound: every pool image with its (SBD-style) mask
     if count > len(lists.train):
         raise PipelineError(
-            f"split.labeled: {count} is larger than the labeled pool ({len(lists.train)} ids in {train_path})"
+            f"{params.source}: split.labeled: {count} is larger than the labeled pool ({len(lists.train)} ids in "
+            f"{train_path}; `all` labels the whole pool)"
         )
     return draw_labeled(lists.train, count, seed)
 

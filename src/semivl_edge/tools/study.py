@@ -1,0 +1,87 @@
+"""`semivl-edge study`: the label-budget study (SemiVL's Table 1 at embedded scale) as DVC experiments.
+
+`supervised`, `unimatch` and `semivl` at the VOC protocol's label ratios kept on the training pool (split.labeled
+1/115, 1/29, 1/7 of train_aug: 13, 50 and 209 of the embedded default's 1464), plus supervised with every pool
+image labeled (the bound), each with every seed (train.seed and split.seed). Each run is `dvc exp run train` with
+`-S` changes on top of params.yaml, named `study-<method>-<budget>-s<seed>`, so `dvc exp show`, `dvc params diff`
+and `dvc metrics show` work on every one of them. Runs already finished (found by name in `dvc exp show`) are
+not run again: a stopped study continues where it stopped. Then reports/study.{json,md} and
+reports/plots/study.png are written from `dvc exp show --json`. A study is never part of `dvc repro`; the
+workspace holds the last run's outputs afterwards (`dvc exp apply NAME` or `git checkout . && dvc checkout`).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import PipelineError
+from ..report.study import ALL, METHODS, PREFIX, load_exp_show, study_runs, write_study
+
+log = logging.getLogger(__name__)
+
+BUDGETS = {"1-115": "1/115", "1-29": "1/29", "1-7": "1/7"}  # name part -> split.labeled
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iterations", type=int, required=True,
+                        help="train.iterations of every run: pick one where the labels limit the model (the all-labeled "
+                             "bound clearly above the smallest budget)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default: 0 1)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more -S change for every run (e.g. train.eval_every=200); repeatable")
+    parser.add_argument("--dry-run", action="store_true", help="print the dvc commands, run nothing")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+
+
+def grid(iterations: int, seeds: list[int], overrides: list[str]) -> list[tuple[str, list[str]]]:
+    """(experiment name, its -S changes) of every run of the study, the smallest budget first."""
+    runs = []
+    for label, fraction in [*BUDGETS.items(), (ALL, ALL)]:
+        for method in (("supervised",) if fraction == ALL else METHODS):
+            for seed in seeds:
+                changes = [f"train.method={method}", f"split.labeled={fraction}", f"train.seed={seed}",
+                           f"split.seed={seed}", f"train.iterations={iterations}", *overrides]
+                runs.append((f"{PREFIX}{method}-{label}-s{seed}", changes))
+    return runs
+
+
+def dvc_command(name: str, changes: list[str]) -> list[str]:
+    return [sys.executable, "-m", "dvc", "exp", "run", "train", "--name", name,
+            *[arg for change in changes for arg in ("-S", change)]]
+
+
+def _exp_show() -> list:
+    result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"dvc exp show failed ({result.stderr.strip().splitlines()[-1:] or 'no message'})")
+    return load_exp_show(result.stdout)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.iterations < 1:
+        raise PipelineError(f"--iterations must be >= 1, got {args.iterations}")
+    if not Path("dvc.yaml").is_file():
+        raise PipelineError("dvc.yaml not found: run the study from the project's root")
+    planned = grid(args.iterations, args.seeds, args.overrides)
+    if not args.report_only:
+        done = {r.name for r in study_runs(_exp_show()) if r.iterations == args.iterations}
+        for index, (name, changes) in enumerate(planned, start=1):
+            command = dvc_command(name, changes)
+            if args.dry_run:
+                print(" ".join(command[1:]))
+                continue
+            if name in done:
+                log.info("[%d/%d] %s: finished before, not run again", index, len(planned), name)
+                continue
+            log.info("[%d/%d] %s: %s", index, len(planned), name, " ".join(changes))
+            if subprocess.run(command).returncode != 0:
+                raise PipelineError(f"study: experiment {name} failed (its dvc output is above); rerun to continue")
+        if args.dry_run:
+            return
+    summary = write_study(_exp_show())
+    log.info("study of %d iterations: reports/study.md, reports/study.json, reports/plots/study.png",
+             summary["iterations"])
+    print(Path("reports/study.md").read_text())
