@@ -34,3 +34,16 @@ def test_a_garbage_exported_file_is_a_one_line_error_naming_it(tmp_path, suffix,
     with pytest.raises(PipelineError) as error:
         load_runtime(path)
     assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+
+
+def test_the_next_write_removes_what_a_killed_write_left(tmp_path):
+    from semivl_edge.atomic import atomic_dir, atomic_path
+
+    (tmp_path / ".model.ts.abc123.tmp").write_bytes(b"half a file")  # as SIGKILL leaves it mid-write
+    (tmp_path / ".mobile.xyz.tmp").mkdir()
+    (tmp_path / ".other.ts.abc.tmp").write_bytes(b"someone else's")
+    with atomic_path(tmp_path / "model.ts") as tmp:
+        tmp.write_bytes(b"whole")
+    with atomic_dir(tmp_path / "mobile") as folder:
+        (folder / "model.pte").write_bytes(b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.ts.abc.tmp", "mobile", "model.ts"]

@@ -43,6 +43,10 @@ def test_the_grid_runs_every_method_at_every_budget_and_the_bound_with_every_see
     assert name == "study-unimatch-1-115-s0"
     assert changes == ["train.method=unimatch", "split.labeled=1/115", "train.seed=0", "split.seed=0",
                        "train.iterations=1200", "train.eval_every=200"]
+    assert [n for n, _ in grid(300, [0], [], ["1/7"])] == ["study-supervised-1-7-s0", "study-unimatch-1-7-s0",
+                                                          "study-semivl-1-7-s0", "study-supervised-all-s0"]
+    with pytest.raises(PipelineError, match="split.labeled must be a count"):
+        grid(300, [0], [], ["1:7"])
     command = dvc_command(name, changes)
     assert command[1:7] == ["-m", "dvc", "exp", "run", "train", "--name"] and command[-2:] == ["-S", "train.eval_every=200"]
 

@@ -17,12 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..data.splits import labeled_count
 from ..errors import PipelineError
 from ..report.study import ALL, METHODS, PREFIX, load_exp_show, study_runs, write_study
 
 log = logging.getLogger(__name__)
 
-BUDGETS = {"1-115": "1/115", "1-29": "1/29", "1-7": "1/7"}  # name part -> split.labeled
+BUDGETS = {"1-115": "1/115", "1-29": "1/29", "1-7": "1/7"}  # name part -> split.labeled (VOC's 92, 366, 1464)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,16 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train.iterations of every run: pick one where the labels limit the model (the all-labeled "
                              "bound clearly above the smallest budget)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (default: 0 1)")
+    parser.add_argument("--budgets", nargs="+", default=list(BUDGETS.values()), metavar="FRACTION",
+                        help="label budgets as fractions of the pool (default: 1/115 1/29 1/7); the all-labeled "
+                             "bound always runs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="one more -S change for every run (e.g. train.eval_every=200); repeatable")
     parser.add_argument("--dry-run", action="store_true", help="print the dvc commands, run nothing")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
 
 
-def grid(iterations: int, seeds: list[int], overrides: list[str]) -> list[tuple[str, list[str]]]:
-    """(experiment name, its -S changes) of every run of the study, the smallest budget first."""
+def grid(iterations: int, seeds: list[int], overrides: list[str],
+         budgets: list[str] = tuple(BUDGETS.values())) -> list[tuple[str, list[str]]]:
+    """(experiment name, its -S changes) of every run of the study, in the order of `budgets`, the bound last."""
+    for fraction in budgets:
+        labeled_count(fraction, 1)  # a typo stops here, before any run: one line naming it
     runs = []
-    for label, fraction in [*BUDGETS.items(), (ALL, ALL)]:
+    for label, fraction in [*((f.replace("/", "-"), f) for f in budgets), (ALL, ALL)]:
         for method in (("supervised",) if fraction == ALL else METHODS):
             for seed in seeds:
                 changes = [f"train.method={method}", f"split.labeled={fraction}", f"train.seed={seed}",
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
         raise PipelineError(f"--iterations must be >= 1, got {args.iterations}")
     if not Path("dvc.yaml").is_file():
         raise PipelineError("dvc.yaml not found: run the study from the project's root")
-    planned = grid(args.iterations, args.seeds, args.overrides)
+    planned = grid(args.iterations, args.seeds, args.overrides, args.budgets)
     if not args.report_only:
         done = {r.name for r in study_runs(_exp_show()) if r.iterations == args.iterations}
         for index, (name, changes) in enumerate(planned, start=1):
