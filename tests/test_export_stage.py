@@ -26,6 +26,7 @@ from semivl_edge.pipeline import export_torchscript as stage
 from conftest import model_config, write_voc_root
 
 pytest.importorskip("executorch")
+pytestmark = pytest.mark.slow  # real ExecuTorch lowering and quantisation: half a minute of the suite
 
 CLASSES = 4
 SIZE = 64
