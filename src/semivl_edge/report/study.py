@@ -18,12 +18,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..atomic import atomic_path, write_json  # noqa: E402
+from ..data.splits import ALL  # noqa: E402
 from ..errors import PipelineError  # noqa: E402
 
 PREFIX = "study-"
 METHODS = ("supervised", "unimatch", "semivl")
 TRAIN_METRICS = "reports/metrics/train.json"
-ALL = "all"
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..data.splits import labeled_count
+from ..data.splits import ALL, labeled_count
 from ..errors import PipelineError
-from ..report.study import ALL, METHODS, PREFIX, load_exp_show, study_runs, write_study
+from ..report.study import METHODS, PREFIX, load_exp_show, study_runs, write_study
 
 log = logging.getLogger(__name__)
 
