@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES_FILE = REPO / "data" / "classes" / "voc.yaml"
 PARAMS = {
     "clip": {"model": "semivl-tiny", "pretrained": "none"},
-    "classes": {"file": str(CLASSES_FILE), "definitions": "guidelines", "templates": ["a photo of a {}."]},
+    "classes": {"file": str(CLASSES_FILE), "definitions": "guidelines", "guidance": "concepts",
+                "templates": ["a photo of a {}."]},
 }
 
 
@@ -45,7 +46,8 @@ def test_outputs_are_normalised_with_metadata(written):
     torch.testing.assert_close(result.concepts.norm(dim=1), torch.ones(len(result.concepts)))
     meta = result.meta
     assert meta["clip_model"] == "semivl-tiny" and meta["pretrained"] == "none (random init)"
-    assert meta["definitions"] == "guidelines" and meta["templates"] == ["a photo of a {}."]
+    assert meta["definitions"] == "guidelines" and meta["guidance"] == "concepts"
+    assert meta["templates"] == ["a photo of a {}."]
     assert meta["class_names"] == spec.names and meta["embed_dim"] == 128
     assert len(meta["texts_sha256"]) == 64
 
@@ -132,3 +134,17 @@ def test_local_checkpoint_is_used_and_recorded(tmp_path):
     assert from_file.meta["pretrained"] == f"file {path}"
     assert from_file.meta["pretrained_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert random_init.meta["pretrained_sha256"] is None
+
+
+def test_guidance_by_class_names_is_one_text_per_class_and_leaves_the_decoder_texts(written, tmp_path):
+    # The paper's "+ dense CLIP guidance" ablation row: CLIP labels pixels by the class names; "+ class
+    # definitions" switches only these guidance texts to the concept lists.
+    out = tmp_path / "names"
+    stage.run(params(guidance="names"), output_dir=out)
+    by_names, by_concepts = read_text_embeddings(out), read_text_embeddings(written)
+    spec = load_classes(CLASSES_FILE)
+    assert by_names.meta["concepts"] == spec.names and by_names.concept_class.tolist() == list(range(21))
+    assert len(by_concepts.concepts) > 21
+    torch.testing.assert_close(by_names.classes, by_concepts.classes)
+    with pytest.raises(PipelineError, match="classes.guidance"):
+        stage.run(params(guidance="captions"), output_dir=tmp_path / "bad")

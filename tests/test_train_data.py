@@ -63,7 +63,7 @@ def test_unlabeled_views_share_the_weak_geometry(voc_root):
     ids = read_ids(layout.list_path("train_aug"))
     data = UnlabeledViews(layout, ids, CropSpec(32, 16, (1.0, 1.0), IMAGENET_MEAN, IMAGENET_STD), cutmix_prob=1.0,
                           num_classes=CLASSES.num_classes)
-    item = data[(0, 5)]
+    item = {k: v[0] for k, v in data.collate([data[(0, 5)]]).items()}
     assert set(item) == {"weak", "strong1", "strong2", "ignore", "box1", "box2", "truth"}
     padded = item["ignore"] == 255
     assert padded.any() and not padded.all()  # short side 16 < crop 32: padding is marked for the losses
@@ -93,12 +93,12 @@ def test_unlabeled_truth_is_cropped_like_the_weak_view_and_changes_nothing_else(
     data = UnlabeledViews(layout, [image_id], CropSpec(32, 24, (1.0, 1.0), IMAGENET_MEAN, IMAGENET_STD), cutmix_prob=0.5,
                           num_classes=CLASSES.num_classes)
     for seed in range(6):
-        item = data[(0, seed)]
+        item = {k: v[0] for k, v in data.collate([data[(0, seed)]]).items()}
         truth, raw = item["truth"], item["weak"][0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
         assert set(truth.unique().tolist()) <= {0, 3, 255}
         assert (raw[truth == 3] > 0.6).all() and (raw[truth == 0] < 0.4).all()
     layout.mask_path(image_id).unlink()
-    blind = data[(0, 5)]
+    blind = {k: v[0] for k, v in data.collate([data[(0, 5)]]).items()}
     assert (blind["truth"] == 255).all()
     assert all(torch.equal(blind[k], item[k]) for k in item if k != "truth")
 
@@ -135,3 +135,57 @@ def test_batches_do_not_depend_on_the_number_of_workers(voc_root):
     state = torch.get_rng_state()
     batches(0)
     assert torch.equal(state, torch.get_rng_state())  # the data stream never touches the training RNG
+
+
+def test_decoded_files_kept_in_memory_change_no_crop(voc_root):
+    layout = VOCLayout(voc_root)
+    ids = read_ids(layout.list_path("train_aug"))
+    keys = [(i % len(ids), 40 + i) for i in range(2 * len(ids))]  # every image twice: the second from memory
+    for make in (lambda keep: LabeledCrops(layout, read_ids(layout.list_path("train")), spec(), CLASSES.num_classes, keep),
+                 lambda keep: UnlabeledViews(layout, ids, spec(), 0.5, CLASSES.num_classes, keep)):
+        fresh, kept = make(False), make(True)
+        for key in keys[:len(fresh)] + keys[:len(fresh)]:
+            a, b = fresh.collate([fresh[key]]), kept.collate([kept[key]])
+            assert all(torch.equal(a[k], b[k]) for k in a)
+        assert kept.files.store and not fresh.files.store
+
+
+def strong_params(seeds):
+    rows = []
+    for seed in seeds:
+        with augment.seeded(seed):
+            rows.append(augment.sample_strong_params())
+    return torch.stack(rows)
+
+
+def test_strong_views_match_torchvision_up_to_its_8_bit_rounding():
+    # The documented difference from torchvision's per-image uint8 ColorJitter / RandomGrayscale / GaussianBlur:
+    # the batched float path rounds nothing between the adjustments. Same parameters, same order.
+    from torchvision.transforms.v2 import functional as TF
+
+    generator = torch.Generator().manual_seed(0)
+    weak = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    params = strong_params(range(24))
+    assert params[:, augment.JITTER].bool().any() and params[:, augment.GRAY].bool().any()
+    assert params[:, augment.BLUR].bool().any() and not params[:, augment.BLUR].bool().all()
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    ours = augment.strong_views(weak, params)
+    for image, row, mine in zip(weak, params, ours):
+        ref = image
+        if row[augment.JITTER]:
+            factors = row[augment.FACTORS].tolist()
+            for which in row[augment.ORDER].long().tolist():
+                ref = adjust[which](ref, factors[which])
+        if row[augment.GRAY]:
+            ref = TF.rgb_to_grayscale(ref, num_output_channels=3)
+        if row[augment.BLUR]:
+            sigma = float(row[augment.SIGMA])
+            ref = TF.gaussian_blur(ref, [augment.BLUR_KERNEL] * 2, [sigma, sigma])
+        assert (mine * 255 - ref.float()).abs().max() <= 8, row  # a few 8-bit levels, at most
+        assert (mine * 255 - ref.float()).abs().mean() <= 3.0  # torchvision truncates to 8 bits after each step
+    # One image's view does not depend on the batch it is in (workers, DDP ranks and batch sizes agree).
+    alone = torch.cat([augment.strong_views(weak[i:i + 1], params[i:i + 1]) for i in range(len(weak))])
+    assert torch.equal(alone, ours)
+    # No jitter, grayscale or blur drawn: the strong view is the weak view.
+    identity = torch.zeros(1, augment.STRONG_PARAMS)
+    assert torch.equal(augment.strong_views(weak[:1], identity), weak[:1].float() / 255)

@@ -27,12 +27,11 @@ def voc_root(tmp_path_factory):
 def fixed_batches(inputs, cfg):
     layout = VOCLayout(inputs.voc_root)
     spec = CropSpec(cfg.crop_size, cfg.base_size, cfg.scale_range, inputs.model_cfg.pixel_mean, inputs.model_cfg.pixel_std)
-    collate = torch.utils.data.default_collate
     labeled = LabeledCrops(layout, inputs.labeled_ids, spec, CLASSES.num_classes)
     unlabeled = UnlabeledViews(layout, inputs.unlabeled_ids, spec, cfg.cutmix_prob, CLASSES.num_classes)
-    lb = collate([labeled[(i, 10 + i)] for i in range(cfg.batch_size)])
-    ub = collate([unlabeled[(i, 20 + i)] for i in range(cfg.batch_size)])
-    pb = collate([unlabeled[(i + cfg.batch_size, 30 + i)] for i in range(cfg.batch_size)])
+    lb = labeled.collate([labeled[(i, 10 + i)] for i in range(cfg.batch_size)])
+    ub = unlabeled.collate([unlabeled[(i, 20 + i)] for i in range(cfg.batch_size)])
+    pb = unlabeled.collate([unlabeled[(i + cfg.batch_size, 30 + i)] for i in range(cfg.batch_size)])
     return lb, ub, pb
 
 

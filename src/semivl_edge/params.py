@@ -19,7 +19,7 @@ _SECTIONS = {
     "split": "labeled seed labeled_file",
     "clip": "model pretrained",
     "clip_pretrain": "steps batch_size lr weight_decay warmup_steps images close_up min_fraction seed device",
-    "classes": "file definitions templates",
+    "classes": "file definitions guidance templates",
     "model": "clip_init spatial_finetune decoder decoder_dim skip_blocks",
     "train": "method iterations batch_size crop_size base_size scale_range seed device gpus amp workers eval_every "
              "checkpoint_every save optim.lr optim.weight_decay optim.encoder_lr_mult optim.decoder_lr_mult "

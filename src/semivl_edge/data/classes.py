@@ -9,6 +9,7 @@ import yaml
 from ..errors import PipelineError
 
 DEFINITION_SOURCES = ("names", "guidelines", "gpt_concepts", "oxford")
+GUIDANCE_SOURCES = ("concepts", "names")  # dense CLIP guidance texts: the class file's concept lists, or the names
 IGNORE_INDEX = 255
 
 
@@ -32,10 +33,14 @@ class ClassSpec:
             )
         return self.definitions[definitions]
 
-    def flat_concepts(self) -> tuple[list[str], list[int]]:
-        """All guidance concepts in one list, with the index of the class each belongs to."""
+    def flat_concepts(self, guidance: str = "concepts") -> tuple[list[str], list[int]]:
+        """All guidance texts in one list, with the index of the class each belongs to: the concept lists
+        (SemiVL's class definitions) or one text per class, its name (the paper's "+ dense CLIP guidance" row)."""
+        if guidance not in GUIDANCE_SOURCES:
+            raise PipelineError(f"classes.guidance must be one of {', '.join(GUIDANCE_SOURCES)}, got {guidance!r}")
+        per_class = self.guidance_concepts if guidance == "concepts" else [[name] for name in self.names]
         concepts, owners = [], []
-        for index, items in enumerate(self.guidance_concepts):
+        for index, items in enumerate(per_class):
             concepts += items
             owners += [index] * len(items)
         return concepts, owners

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..atomic import atomic_dir
-from ..data.classes import DEFINITION_SOURCES, load_classes
+from ..data.classes import DEFINITION_SOURCES, GUIDANCE_SOURCES, load_classes
 from ..hashing import file_sha256
 from ..model.clip import describe_pretrained, get_tokenizer, load_clip, pretrained_kind
 from ..model.text import CLASS_FILE, CONCEPT_FILE, META_FILE, check_templates, mean_embeddings, prompts_for
@@ -37,12 +37,13 @@ def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
     pretrained = params.get_str("clip.pretrained")
     classes_file = params.get_str("classes.file")
     definitions = params.get_str("classes.definitions", choices=DEFINITION_SOURCES)
+    guidance = params.get_str("classes.guidance", choices=GUIDANCE_SOURCES)
     templates = params.get_list("classes.templates", str, min_len=1)
     check_templates(templates)
 
     spec = load_classes(classes_file)
     class_texts = spec.texts(definitions)
-    concepts, concept_class = spec.flat_concepts()
+    concepts, concept_class = spec.flat_concepts(guidance)
 
     started = time.perf_counter()
     clip = load_clip(model_name, pretrained)
@@ -57,6 +58,7 @@ def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
         "pretrained_sha256": file_sha256(pretrained) if pretrained_kind(pretrained, model_name) == "file" else None,
         "classes_file": classes_file,
         "definitions": definitions,
+        "guidance": guidance,
         "templates": templates,
         "class_names": spec.names,
         "num_classes": spec.num_classes,

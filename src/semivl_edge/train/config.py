@@ -9,21 +9,25 @@ the three methods compare on the same network by default.
                 CutMix views and a feature-perturbed view), no language guidance loss.
 - `semivl`:     `unimatch` + dense CLIP guidance (a frozen copy of the initial CLIP labels confident pixels).
 
-The paper's ablation (SemiVL Table 4, VOC) as `dvc exp run -S ...` settings:
+The paper's ablation (SemiVL Table 4, VOC) as `dvc exp run -S ...` settings, mapped as the official code does:
+the decoder compares with the class names, the dense CLIP guidance first labels pixels by the class names too, and
+"+ class definitions" switches only the guidance texts to the class file's concept lists (`semivl-edge study
+--ablation` runs these rows):
 
-| paper row                          | train.method | model.clip_init | model.spatial_finetune | model.decoder | classes.definitions |
-|------------------------------------|--------------|-----------------|------------------------|---------------|---------------------|
-| UniMatch (ViT)                     | unimatch     | false           | false                  | plain         | names               |
-| + CLIP initialisation              | unimatch     | true            | false                  | plain         | names               |
-| + spatial fine-tuning              | unimatch     | true            | true                   | plain         | names               |
-| + language-guided decoder          | unimatch     | true            | true                   | vlg           | names               |
-| + dense CLIP guidance              | semivl       | true            | true                   | vlg           | names               |
-| + class definitions (= SemiVL)     | semivl       | true            | true                   | vlg           | guidelines          |
+| paper row                          | train.method | model.clip_init | model.spatial_finetune | model.decoder | classes.guidance |
+|------------------------------------|--------------|-----------------|------------------------|---------------|------------------|
+| UniMatch (ViT)                     | unimatch     | false           | false                  | plain         | -                |
+| + CLIP initialisation              | unimatch     | true            | false                  | plain         | -                |
+| + spatial fine-tuning              | unimatch     | true            | true                   | plain         | -                |
+| + language-guided decoder          | unimatch     | true            | true                   | vlg           | -                |
+| + dense CLIP guidance              | semivl       | true            | true                   | vlg           | names            |
+| + class definitions (= SemiVL)     | semivl       | true            | true                   | vlg           | concepts         |
 
-The paper's UniMatch (ViT) starts from ImageNet weights; here `clip_init: false` is a randomly initialised
-encoder of the same shape. Dense CLIP guidance always uses the guidance concept lists of the class file
-(data/text_embeddings/concept_embeddings.safetensors); `classes.definitions` changes the class texts the
-decoder compares with. The embedded default keeps the full SemiVL architecture for all three methods.
+with `classes.definitions: names` in every row. The paper's UniMatch (ViT) starts from ImageNet weights; here
+`clip_init: false` is a randomly initialised encoder of the same shape. `classes.definitions` chooses the texts the
+decoder compares with (the embedded default uses the guideline sentences); `classes.guidance` the texts the dense
+CLIP guidance labels pixels by (data/text_embeddings/concept_embeddings.safetensors). The embedded default keeps the
+full SemiVL architecture for all three methods.
 """
 from __future__ import annotations
 

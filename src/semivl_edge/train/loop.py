@@ -260,9 +260,10 @@ class Trainer:
                                        rt.rank, rt.world_size)
             return make_loader(dataset, sampler, cfg.workers, cfg.seed * 31 + stream, pin)
 
-        out = [loader(LabeledCrops(layout, inputs.labeled_ids, spec, num_classes), STREAM_LABELED)]
+        keep = cfg.workers == 0  # decoded files stay in memory in the training process only (train/data.py)
+        out = [loader(LabeledCrops(layout, inputs.labeled_ids, spec, num_classes, keep), STREAM_LABELED)]
         if cfg.semi_supervised:
-            unlabeled = UnlabeledViews(layout, inputs.unlabeled_ids, spec, cfg.cutmix_prob, num_classes)
+            unlabeled = UnlabeledViews(layout, inputs.unlabeled_ids, spec, cfg.cutmix_prob, num_classes, keep)
             out += [loader(unlabeled, STREAM_UNLABELED), loader(unlabeled, STREAM_PARTNER)]
         return out
 
