@@ -7,12 +7,27 @@ import json
 import pytest
 
 from semivl_edge.errors import PipelineError
-from semivl_edge.report.study import markdown, study_runs, summarize, write_study
-from semivl_edge.tools.study import dvc_command, grid
+from semivl_edge.report.study import (
+    ABLATION_ROWS,
+    ablation_row,
+    ablation_runs,
+    markdown,
+    study_runs,
+    summarize,
+    summarize_ablation,
+    write_ablation,
+    write_study,
+)
+from semivl_edge.tools.study import ablation_grid, dvc_command, grid
 
 
-def experiment(name, method, labeled, seed, miou, labeled_images, iterations=1200):
-    params = {"train": {"method": method, "seed": seed, "iterations": iterations}, "split": {"labeled": labeled}}
+def experiment(name, method, labeled, seed, miou, labeled_images, iterations=1200, settings=None):
+    params = {"train": {"method": method, "seed": seed, "iterations": iterations}, "split": {"labeled": labeled},
+              "model": {"clip_init": True, "spatial_finetune": True, "decoder": "vlg"},
+              "classes": {"definitions": "guidelines", "guidance": "concepts"}}
+    for key, value in (settings or {}).items():
+        section, field = key.split(".")
+        params[section][field] = value
     metrics = {"miou": miou, "labeled_images": labeled_images, "method": method}
     return {"name": name, "executor": None, "revs": [{
         "rev": "0" * 40, "name": name, "error": None, "experiments": None,
@@ -71,3 +86,52 @@ def test_runs_of_different_lengths_or_none_at_all_are_refused():
     with pytest.raises(PipelineError, match="no finished study experiments"):
         summarize(study_runs(exp_show()[:1]))
     assert "Label-budget study (1200 iterations per run)" in markdown(summarize(study_runs(exp_show())))
+
+
+def parse_changes(changes):
+    """-S key=value strings -> {key: value as dvc exp show would report it}."""
+    values = {"true": True, "false": False}
+    return {k: values.get(v, v) for k, v in (change.split("=", 1) for change in changes)}
+
+
+def test_the_ablation_adds_one_strategy_per_row_with_the_official_text_sources():
+    runs = ablation_grid(300, [0, 1], [], "1/115")
+    assert [n for n, _ in runs[::2]] == ["ablation-unimatch-vit-s0", "ablation-clip-init-s0",
+                                         "ablation-spatial-finetune-s0", "ablation-vlg-decoder-s0",
+                                         "ablation-clip-guidance-s0", "ablation-class-definitions-s0"]
+    rows = [parse_changes(changes) for _, changes in runs[::2]]
+    assert rows[0]["train.method"] == "unimatch" and rows[0]["model.clip_init"] is False
+    assert rows[0]["model.decoder"] == "plain" and rows[0]["model.spatial_finetune"] is False
+    # Each row differs from the one above in exactly the strategy it adds.
+    added = [{k for k in row if row.get(k) != above.get(k)} for above, row in zip(rows, rows[1:])]
+    assert added == [{"model.clip_init"}, {"model.spatial_finetune"}, {"model.decoder"},
+                     {"train.method", "classes.guidance"}, {"classes.guidance"}]
+    assert rows[4]["classes.guidance"] == "names" and rows[5]["classes.guidance"] == "concepts"
+    assert all(row["classes.definitions"] == "names" and row["split.labeled"] == "1/115" for row in rows)
+    # What a run was is read back from its parameters, as dvc exp show reports them.
+    for (name, changes), (slug, _, _) in zip(runs[::2], ABLATION_ROWS):
+        params = {}
+        for key, value in parse_changes(changes).items():
+            section, field = key.split(".")
+            params.setdefault(section, {})[field] = value
+        assert ablation_row(params) == slug
+
+
+def test_the_ablation_report_lists_the_rows_in_order_with_their_change(tmp_path):
+    groups = []
+    for index, (slug, _, settings) in enumerate(reversed(ABLATION_ROWS)):
+        for seed in (0, 1):
+            groups.append(experiment(f"ablation-{slug}-s{seed}", settings["train.method"], "1/115", seed,
+                                     40.0 - index + seed, 13, 300, {**settings, "classes.definitions": "names"}))
+    groups.append(experiment("study-semivl-1-115-s0", "semivl", "1/115", 0, 1.0, 13, 300))  # not an ablation run
+    listing = [{"rev": "a" * 40, "name": "main", "data": None, "error": None, "experiments": groups}]
+    assert len(ablation_runs(listing)) == 12
+    summary = write_ablation(listing, tmp_path)
+    assert summary["labeled"] == "13" and summary["iterations"] == 300
+    assert [row["row"] for row in summary["rows"]] == [title for _, title, _ in ABLATION_ROWS]
+    assert summary["rows"][0]["miou"] == [35.0, 36.0] and summary["rows"][-1]["miou"] == [40.0, 41.0]
+    table = (tmp_path / "reports/ablation.md").read_text()
+    assert "| UniMatch (ViT) | 2 | 35.50 | 1.00 |  |" in table
+    assert "| + CLIP initialisation | 2 | 36.50 | 1.00 | +1.00 |" in table
+    with pytest.raises(PipelineError, match="no finished ablation experiments"):
+        summarize_ablation([])

@@ -1,8 +1,10 @@
 """The label-budget study's report, from `dvc exp show --json`: reports/study.json, reports/study.md and
-reports/plots/study.png (val mIoU against labeled images, one line per method).
+reports/plots/study.png (val mIoU against labeled images, one line per method); and the ablation's,
+reports/ablation.{json,md} (the paper's rows, one strategy added at a time).
 
-A study run is a DVC experiment whose name starts with `study-` (`semivl-edge study` names them); what it ran is
-read from its own parameters (train.method, split.labeled, train.seed, train.iterations) and its result from its
+A study run is a DVC experiment whose name starts with `study-` (an ablation run: `ablation-`; `semivl-edge study`
+names them); what it ran is read from its own parameters (train.method, split.labeled, train.seed,
+train.iterations, and for the ablation the model / guidance settings of ABLATION_ROWS) and its result from its
 reports/metrics/train.json (best val mIoU, labeled_images), never from the name.
 """
 from __future__ import annotations
@@ -22,8 +24,27 @@ from ..data.splits import ALL  # noqa: E402
 from ..errors import PipelineError  # noqa: E402
 
 PREFIX = "study-"
+ABLATION_PREFIX = "ablation-"
 METHODS = ("supervised", "unimatch", "semivl")
 TRAIN_METRICS = "reports/metrics/train.json"
+# The paper's ablation rows with the official code's mapping (train/config.py): (name part, paper row, settings).
+# Every row also sets classes.definitions=names (the decoder's texts are the class names, as officially).
+_BASE = {"train.method": "unimatch", "model.clip_init": False, "model.spatial_finetune": False,
+         "model.decoder": "plain"}
+ABLATION_ROWS = (
+    ("unimatch-vit", "UniMatch (ViT)", _BASE),
+    ("clip-init", "+ CLIP initialisation", {**_BASE, "model.clip_init": True}),
+    ("spatial-finetune", "+ spatial fine-tuning", {**_BASE, "model.clip_init": True, "model.spatial_finetune": True}),
+    ("vlg-decoder", "+ language-guided decoder",
+     {**_BASE, "model.clip_init": True, "model.spatial_finetune": True, "model.decoder": "vlg"}),
+    ("clip-guidance", "+ dense CLIP guidance (class names)",
+     {"train.method": "semivl", "model.clip_init": True, "model.spatial_finetune": True, "model.decoder": "vlg",
+      "classes.guidance": "names"}),
+    ("class-definitions", "+ class definitions (concept lists) = SemiVL",
+     {"train.method": "semivl", "model.clip_init": True, "model.spatial_finetune": True, "model.decoder": "vlg",
+      "classes.guidance": "concepts"}),
+)
+ABLATION_COMMON = {"classes.definitions": "names"}
 
 
 @dataclass(frozen=True)
@@ -36,24 +57,94 @@ class StudyRun:
     miou: float
 
 
-def study_runs(exp_show: list) -> list[StudyRun]:
-    """The finished study experiments of a `dvc exp show --json` listing (queued or failed ones have no metrics)."""
-    runs = []
+def _finished(exp_show: list, prefix: str):
+    """(name, params, train metrics) of the finished experiments named prefix* (queued or failed: no metrics)."""
     for commit in exp_show:
         for group in commit.get("experiments") or []:
-            name = group.get("name") or ""
             for state in group.get("revs") or []:
+                name = state.get("name") or group.get("name") or ""
                 data = state.get("data") or {}
                 metrics = ((data.get("metrics") or {}).get(TRAIN_METRICS) or {}).get("data")
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
-                if not (state.get("name") or name).startswith(PREFIX) or not metrics or not params:
-                    continue
-                labeled = params["split"]["labeled"]
-                runs.append(StudyRun(name=state.get("name") or name, method=params["train"]["method"],
-                                     budget=ALL if labeled == ALL else str(metrics["labeled_images"]),
-                                     seed=int(params["train"]["seed"]), iterations=int(params["train"]["iterations"]),
-                                     miou=float(metrics["miou"])))
+                if name.startswith(prefix) and metrics and params:
+                    yield name, params, metrics
+
+
+def _run(name: str, params: dict, metrics: dict, method: str) -> StudyRun:
+    labeled = params["split"]["labeled"]
+    return StudyRun(name=name, method=method, budget=ALL if labeled == ALL else str(metrics["labeled_images"]),
+                    seed=int(params["train"]["seed"]), iterations=int(params["train"]["iterations"]),
+                    miou=float(metrics["miou"]))
+
+
+def study_runs(exp_show: list) -> list[StudyRun]:
+    """The finished study experiments of a `dvc exp show --json` listing."""
+    return [_run(name, params, metrics, params["train"]["method"])
+            for name, params, metrics in _finished(exp_show, PREFIX)]
+
+
+def _setting(params: dict, key: str):
+    section, name = key.split(".")
+    return (params.get(section) or {}).get(name)
+
+
+def ablation_row(params: dict) -> str | None:
+    """The paper row (ABLATION_ROWS name part) whose settings these parameters have, if any."""
+    for slug, _, settings in ABLATION_ROWS:
+        if all(_setting(params, k) == v for k, v in settings.items()):
+            return slug
+    return None
+
+
+def ablation_runs(exp_show: list) -> list[StudyRun]:
+    """The finished ablation experiments; `method` holds the row's name part."""
+    runs = []
+    for name, params, metrics in _finished(exp_show, ABLATION_PREFIX):
+        row = ablation_row(params)
+        if row is not None:
+            runs.append(_run(name, params, metrics, row))
     return runs
+
+
+def summarize_ablation(runs: list[StudyRun]) -> dict:
+    """{"iterations": N, "labeled": "13", "rows": [{"row": paper row, "miou": [seed0, ...]}, ...]} in row order."""
+    if not runs:
+        raise PipelineError("dvc exp show: no finished ablation experiments (run `semivl-edge study --ablation`)")
+    for field in ("iterations", "budget"):
+        values = sorted({getattr(r, field) for r in runs})
+        if len(values) > 1:
+            raise PipelineError(f"dvc exp show: ablation experiments with different {field} ({values}); remove the "
+                                "old ones with `dvc exp remove`")
+    rows = []
+    for slug, title, _ in ABLATION_ROWS:
+        values = [round(r.miou, 2) for r in sorted(runs, key=lambda r: r.seed) if r.method == slug]
+        if values:
+            rows.append({"row": title, "miou": values})
+    return {"iterations": runs[0].iterations, "labeled": runs[0].budget, "rows": rows}
+
+
+def ablation_markdown(summary: dict) -> str:
+    lines = [f"# Ablation ({summary['labeled']} labeled images, {summary['iterations']} iterations per run)", "",
+             "The paper's rows (SemiVL Table 4), one strategy added at a time, with the official code's text sources "
+             "(semivl_edge.train.config). Best val mIoU (%), mean over seeds; change = against the row above.", "",
+             "| row | seeds | mIoU mean | spread | change |", "|---|---:|---:|---:|---:|"]
+    previous = None
+    for row in summary["rows"]:
+        mean = _mean(row["miou"])
+        change = "" if previous is None else f"{mean - previous:+.2f}"
+        lines.append(f"| {row['row']} | {len(row['miou'])} | {mean:.2f} | {max(row['miou']) - min(row['miou']):.2f} | "
+                     f"{change} |")
+        previous = mean
+    return "\n".join(lines) + "\n"
+
+
+def write_ablation(exp_show: list, root: Path = Path(".")) -> dict:
+    """reports/ablation.json and reports/ablation.md; returns the summary."""
+    summary = summarize_ablation(ablation_runs(exp_show))
+    write_json(root / "reports" / "ablation.json", summary)
+    with atomic_path(root / "reports" / "ablation.md") as tmp:
+        tmp.write_text(ablation_markdown(summary))
+    return summary
 
 
 def summarize(runs: list[StudyRun]) -> dict:

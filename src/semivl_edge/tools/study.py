@@ -8,6 +8,10 @@ and `dvc metrics show` work on every one of them. Runs already finished (found b
 not run again: a stopped study continues where it stopped. Then reports/study.{json,md} and
 reports/plots/study.png are written from `dvc exp show --json`. A study is never part of `dvc repro`; the
 workspace holds the last run's outputs afterwards (`dvc exp apply NAME` or `git checkout . && dvc checkout`).
+
+`--ablation` runs the paper's ablation rows instead (report.study.ABLATION_ROWS: UniMatch(ViT), + CLIP init,
++ spatial fine-tuning, + VLG decoder, + dense CLIP guidance by class names, + class definitions), at the first of
+`--budgets`, named `ablation-<row>-s<seed>`, and writes reports/ablation.{json,md}.
 """
 from __future__ import annotations
 
@@ -19,7 +23,18 @@ from pathlib import Path
 
 from ..data.splits import ALL, labeled_count
 from ..errors import PipelineError
-from ..report.study import METHODS, PREFIX, load_exp_show, study_runs, write_study
+from ..report.study import (
+    ABLATION_COMMON,
+    ABLATION_PREFIX,
+    ABLATION_ROWS,
+    METHODS,
+    PREFIX,
+    ablation_runs,
+    load_exp_show,
+    study_runs,
+    write_ablation,
+    write_study,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "bound always runs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="one more -S change for every run (e.g. train.eval_every=200); repeatable")
+    parser.add_argument("--ablation", action="store_true",
+                        help="run the paper's ablation rows at the first budget instead (reports/ablation.md)")
     parser.add_argument("--dry-run", action="store_true", help="print the dvc commands, run nothing")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
 
@@ -52,6 +69,24 @@ def grid(iterations: int, seeds: list[int], overrides: list[str],
                 changes = [f"train.method={method}", f"split.labeled={fraction}", f"train.seed={seed}",
                            f"split.seed={seed}", f"train.iterations={iterations}", *overrides]
                 runs.append((f"{PREFIX}{method}-{label}-s{seed}", changes))
+    return runs
+
+
+def _yaml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def ablation_grid(iterations: int, seeds: list[int], overrides: list[str],
+                  budget: str = BUDGETS["1-115"]) -> list[tuple[str, list[str]]]:
+    """(experiment name, its -S changes) of every ablation run, in the paper's row order."""
+    labeled_count(budget, 1)
+    runs = []
+    for slug, _, settings in ABLATION_ROWS:
+        for seed in seeds:
+            changes = [f"{k}={_yaml(v)}" for k, v in {**settings, **ABLATION_COMMON}.items()]
+            changes += [f"split.labeled={budget}", f"train.seed={seed}", f"split.seed={seed}",
+                        f"train.iterations={iterations}", *overrides]
+            runs.append((f"{ABLATION_PREFIX}{slug}-s{seed}", changes))
     return runs
 
 
@@ -72,9 +107,14 @@ def run(args: argparse.Namespace) -> None:
         raise PipelineError(f"--iterations must be >= 1, got {args.iterations}")
     if not Path("dvc.yaml").is_file():
         raise PipelineError("dvc.yaml not found: run the study from the project's root")
-    planned = grid(args.iterations, args.seeds, args.overrides, args.budgets)
+    if args.ablation:
+        planned = ablation_grid(args.iterations, args.seeds, args.overrides, args.budgets[0])
+        finished, write = ablation_runs, write_ablation
+    else:
+        planned = grid(args.iterations, args.seeds, args.overrides, args.budgets)
+        finished, write = study_runs, write_study
     if not args.report_only:
-        done = {r.name for r in study_runs(_exp_show()) if r.iterations == args.iterations}
+        done = {r.name for r in finished(_exp_show()) if r.iterations == args.iterations}
         for index, (name, changes) in enumerate(planned, start=1):
             command = dvc_command(name, changes)
             if args.dry_run:
@@ -88,7 +128,8 @@ def run(args: argparse.Namespace) -> None:
                 raise PipelineError(f"study: experiment {name} failed (its dvc output is above); rerun to continue")
         if args.dry_run:
             return
-    summary = write_study(_exp_show())
-    log.info("study of %d iterations: reports/study.md, reports/study.json, reports/plots/study.png",
-             summary["iterations"])
-    print(Path("reports/study.md").read_text())
+    summary = write(_exp_show())
+    report = "reports/ablation.md" if args.ablation else "reports/study.md"
+    log.info("%s of %d iterations: %s (and its .json%s)", "ablation" if args.ablation else "study",
+             summary["iterations"], report, "" if args.ablation else ", reports/plots/study.png")
+    print(Path(report).read_text())
