@@ -72,8 +72,8 @@ def test_a_missing_key_is_named_not_defaulted():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"train": {"iterations": "many"}}, "train.iterations must be an integer, got 'many'"),
-    ({"train": {"iterations": 0}}, "train.iterations must be an integer >= 1, got 0"),
+    ({"train": {"iterations": "many"}}, "train.iterations must be an integer >= 1 or \"<E> epochs\" (e.g. \"80 epochs\"), got 'many'"),
+    ({"train": {"iterations": 0}}, "train.iterations must be an integer >= 1 or \"<E> epochs\" (e.g. \"80 epochs\"), got 0"),
     ({"train": {"batch_size": -2}}, "train.batch_size must be an integer >= 1, got -2"),
     ({"train": {"optim": {"lr": 0}}}, "train.optim.lr must be a number > 0.0, got 0"),
     ({"train": {"optim": {"lr": -1e-4}}}, "train.optim.lr must be a number > 0.0, got -0.0001"),

@@ -28,7 +28,7 @@ def experiment(name, method, labeled, seed, miou, labeled_images, iterations=120
     for key, value in (settings or {}).items():
         section, field = key.split(".")
         params[section][field] = value
-    metrics = {"miou": miou, "labeled_images": labeled_images, "method": method}
+    metrics = {"miou": miou, "labeled_images": labeled_images, "method": method, "iterations": iterations}
     return {"name": name, "executor": None, "revs": [{
         "rev": "0" * 40, "name": name, "error": None, "experiments": None,
         "data": {"rev": "0" * 40, "timestamp": "2026-12-02T00:00:00",

@@ -16,6 +16,7 @@ COMMANDS = {
     ("bench", "model"): ("semivl_edge.tools.bench_model", "CPU latency of one eager fp32 forward pass (paper setting and embedded default)."),
     ("bench", "deploy"): ("semivl_edge.tools.bench_deploy", "Export a model and time eager, TorchScript and mobile artifacts per window on the CPU."),
     ("study",): ("semivl_edge.tools.study", "The label-budget study: supervised / UniMatch / SemiVL at the VOC label ratios, as DVC experiments."),
+    ("preset",): ("semivl_edge.tools.preset", "Write a named setting into params.yaml (voc-paper: SemiVL's VOC setting; embedded: the default)."),
     ("clip-asset",): ("semivl_edge.tools.clip_asset", "Version a clip_pretrain output as the embedded default's CLIP asset, with provenance."),
 }
 

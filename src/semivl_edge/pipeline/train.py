@@ -114,6 +114,9 @@ def run(params: Params) -> None:
             raise PipelineError(f"train.batch_size ({cfg.batch_size}) must be divisible by the number of processes "
                                 f"({runtime.world_size}): it is the global batch")
         inputs = load_inputs(params, cfg, runtime)
+        cfg = cfg.for_split(len(inputs.labeled_ids), len(inputs.unlabeled_ids))
+        if cfg.epochs is not None and runtime.is_main:
+            log.info("train.iterations %d epochs: %d iterations", cfg.epochs, cfg.iterations)
         train(cfg, inputs, TrainOutputs(), runtime, model_api())
     finally:
         teardown()

@@ -4,8 +4,8 @@ reports/ablation.{json,md} (the paper's rows, one strategy added at a time).
 
 A study run is a DVC experiment whose name starts with `study-` (an ablation run: `ablation-`; `semivl-edge study`
 names them); what it ran is read from its own parameters (train.method, split.labeled, train.seed,
-train.iterations, and for the ablation the model / guidance settings of ABLATION_ROWS) and its result from its
-reports/metrics/train.json (best val mIoU, labeled_images), never from the name.
+and for the ablation the model / guidance settings of ABLATION_ROWS) and its result from its
+reports/metrics/train.json (best val mIoU, labeled_images, iterations), never from the name.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _finished(exp_show: list, prefix: str):
 def _run(name: str, params: dict, metrics: dict, method: str) -> StudyRun:
     labeled = params["split"]["labeled"]
     return StudyRun(name=name, method=method, budget=ALL if labeled == ALL else str(metrics["labeled_images"]),
-                    seed=int(params["train"]["seed"]), iterations=int(params["train"]["iterations"]),
+                    seed=int(params["train"]["seed"]), iterations=int(metrics["iterations"]),
                     miou=float(metrics["miou"]))
 
 

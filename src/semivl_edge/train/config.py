@@ -44,10 +44,23 @@ AMP_MODES = ("none", "bf16")
 SAVE_CHOICES = ("best", "final")
 
 
+def parse_iterations(value, source: str) -> tuple[int, int | None]:
+    """train.iterations: a count N, or "E epochs" (the official rule: E passes over the set a step walks through,
+    resolved from the split by TrainConfig.for_split). Returns (iterations, epochs); iterations 0 until resolved."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value, None
+    if isinstance(value, str):
+        count, _, unit = value.strip().partition(" ")
+        if unit.strip() == "epochs" and count.isdigit() and int(count) >= 1:
+            return 0, int(count)
+    raise PipelineError(f'{source}: train.iterations must be an integer >= 1 or "<E> epochs" (e.g. "80 epochs"), '
+                        f"got {value!r}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     method: str
-    iterations: int
+    iterations: int  # 0 while `epochs` waits for the split (for_split)
     batch_size: int  # labeled images per step over all processes; the unlabeled batches have the same size
     crop_size: int
     base_size: int  # short side before the random rescale (paper: 512, with crop 512)
@@ -76,6 +89,16 @@ class TrainConfig:
     guidance_lambda: float  # at the first iteration; decays linearly to 0 at the last
     guidance_zeta: float
     guidance_temperature: float
+    epochs: int | None = None  # train.iterations given as "E epochs"
+
+    def for_split(self, labeled: int, unlabeled: int) -> "TrainConfig":
+        """Iterations from epochs, as the official code counts them: E passes over the unlabeled set in batches of
+        train.batch_size for unimatch / semivl (80 epochs at VOC's 92 labels: 80 x (10490 // 8) = 104,880), over
+        the labeled set for supervised. A count given directly is kept."""
+        if self.epochs is None:
+            return self
+        pool = unlabeled if self.semi_supervised else labeled
+        return self.replace(iterations=self.epochs * max(1, pool // self.batch_size))
 
     @property
     def semi_supervised(self) -> bool:
@@ -99,9 +122,11 @@ class TrainConfig:
         scale = p.get_list("train.scale_range", float, min_len=2)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
             raise PipelineError(f"{p.source}: train.scale_range must be [low, high] with 0 < low <= high, got {scale!r}")
+        iterations, epochs = parse_iterations(p.raw("train.iterations"), p.source)
         config = cls(
             method=p.get_str("train.method", choices=METHODS),
-            iterations=p.get_int("train.iterations", min=1),
+            iterations=iterations,
+            epochs=epochs,
             batch_size=p.get_int("train.batch_size", min=1),
             crop_size=p.get_int("train.crop_size", min=16),
             base_size=p.get_int("train.base_size", min=8),

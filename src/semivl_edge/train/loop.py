@@ -139,6 +139,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, inputs: TrainInputs, outputs: TrainOutputs, runtime: Runtime, api: ModelApi):
+        if cfg.iterations < 1:
+            raise ValueError("train.iterations in epochs must be resolved for the split first (TrainConfig.for_split)")
         self.cfg, self.inputs, self.outputs, self.runtime, self.api = cfg, inputs, outputs, runtime, api
         self.device = runtime.device
         self.use_amp = cfg.amp == "bf16" and self.device.type == "cuda"
