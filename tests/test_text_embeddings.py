@@ -19,7 +19,7 @@ from semivl_edge.pipeline import text_embeddings as stage
 REPO = Path(__file__).resolve().parents[1]
 CLASSES_FILE = REPO / "data" / "classes" / "voc.yaml"
 PARAMS = {
-    "clip": {"model": "semivl-tiny", "pretrained": "none"},
+    "clip": {"model": "semivl-tiny", "pretrained": "none", "quick_gelu": "auto"},
     "classes": {"file": str(CLASSES_FILE), "definitions": "guidelines", "guidance": "concepts",
                 "templates": ["a photo of a {}."]},
 }

@@ -6,6 +6,11 @@
 - an open_clip pretrained tag such as "openai": taken from the local download cache, else downloaded; without
   a network this fails within seconds with a message that suggests a local file instead;
 - a path to a checkpoint file (.safetensors, or a state dict readable by torch.load(weights_only=True)).
+
+The activation follows the weights: OpenAI's CLIPs were trained with QuickGELU, the rest with GELU. open_clip sets
+QuickGELU for its `openai` tags only; for a local file `clip.quick_gelu: auto` detects OpenAI's original state
+dict by the keys it carries beside the weights (input_resolution, context_length, vocab_size). A converted file
+without them needs `clip.quick_gelu: true`. Built with the wrong one, every CLIP feature is off.
 """
 from __future__ import annotations
 
@@ -96,14 +101,34 @@ def _create_random(model_name: str, quick_gelu: bool) -> torch.nn.Module:
     return model.eval()
 
 
-def load_clip(model_name: str, pretrained: str = PRETRAINED_NONE) -> torch.nn.Module:
-    """An open_clip CLIP model (eval mode, fp32, CPU) with weights chosen by `pretrained` (see module doc)."""
-    config = clip_model_config(model_name)
+def uses_quick_gelu(model_name: str, pretrained: str, setting: str | bool = "auto") -> bool:
+    """clip.quick_gelu resolved: true / false as given; auto: the architecture's own choice, an open_clip tag's,
+    or, for a file, whether it is OpenAI's original state dict (module doc)."""
+    if isinstance(setting, bool):
+        return setting
+    if setting != "auto":
+        raise PipelineError(f"clip.quick_gelu must be auto, true or false, got {setting!r}")
+    if clip_model_config(model_name).get("quick_gelu", False):
+        return True
+    kind = pretrained_kind(pretrained, model_name)
+    if kind == "tag":
+        return bool((get_pretrained_cfg(model_name, pretrained) or {}).get("quick_gelu", False))
+    if kind == "file":
+        return all(key in _checkpoint_keys(pretrained) for key in _NON_WEIGHT_KEYS)
+    return False
+
+
+def load_clip(model_name: str, pretrained: str = PRETRAINED_NONE, quick_gelu: bool | None = None) -> torch.nn.Module:
+    """An open_clip CLIP model (eval mode, fp32, CPU) with weights chosen by `pretrained` (see module doc), built
+    with QuickGELU or GELU as `quick_gelu` says (None: `uses_quick_gelu` decides)."""
+    clip_model_config(model_name)
+    if quick_gelu is None:
+        quick_gelu = uses_quick_gelu(model_name, pretrained)
     kind = pretrained_kind(pretrained, model_name)
     if kind == "none":
-        return _create_random(model_name, quick_gelu=False)
+        return _create_random(model_name, quick_gelu=quick_gelu)
     if kind == "file":
-        model = _create_random(model_name, quick_gelu=False)
+        model = _create_random(model_name, quick_gelu=quick_gelu)
         load_checkpoint_file(model, pretrained)
         return model
     tag_cfg = get_pretrained_cfg(model_name, pretrained)
@@ -115,8 +140,6 @@ def load_clip(model_name: str, pretrained: str = PRETRAINED_NONE) -> torch.nn.Mo
             f"(tags: {known}; or use none)"
         )
     path = _tag_checkpoint(model_name, pretrained, tag_cfg)
-    # open_clip trains some weights (e.g. OpenAI's) with QuickGELU: follow the tag, not only the architecture.
-    quick_gelu = bool(tag_cfg.get("quick_gelu", False) or config.get("quick_gelu", False))
     model = _create_random(model_name, quick_gelu=quick_gelu)
     load_checkpoint_file(model, path)
     log.info("CLIP %s: loaded the %s weights from %s", model_name, pretrained, path)
@@ -183,6 +206,26 @@ def _tag_checkpoint(model_name: str, tag: str, tag_cfg: dict) -> str:
 
 
 # -- weights from a file -----------------------------------------------------------------------------------
+def _checkpoint_keys(path: str | os.PathLike) -> set[str]:
+    """The names in a checkpoint file (safetensors: from its header, without reading the tensors)."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return set(handle.keys())
+        except Exception:
+            pass  # read_state_dict reports an unreadable file
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return set()
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return set(state) if isinstance(state, dict) else set()
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, read safely (safetensors or torch.load with weights_only=True)."""
     path = Path(path)

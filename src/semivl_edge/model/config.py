@@ -24,6 +24,7 @@ class ModelConfig:
     skip_blocks: tuple[int, int]  # encoder blocks whose value-path features feed the decoder skips
     num_classes: int  # output classes of the plain decoder; the VLG decoder takes any number
     class_names: list[str] = field(default_factory=list)
+    clip_quick_gelu: bool = False  # CLIP's MLP activation: QuickGELU (OpenAI's weights) or GELU; clip.quick_gelu resolved
     embed_dim: int | None = None  # CLIP joint embedding size; filled from the open_clip config when None
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN  # inputs are normalised with these (0..1 scale)
     pixel_std: tuple[float, float, float] = IMAGENET_STD
@@ -82,9 +83,13 @@ def model_config_from_params(params, class_names: list[str] | None = None) -> Mo
         from ..data.classes import load_classes
 
         class_names = load_classes(params.get_str("classes.file")).names
+    from .clip import uses_quick_gelu
+
+    clip_model, clip_pretrained = params.get_str("clip.model"), params.get_str("clip.pretrained")
     return ModelConfig(
-        clip_model=params.get_str("clip.model"),
-        clip_pretrained=params.get_str("clip.pretrained"),
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        clip_quick_gelu=uses_quick_gelu(clip_model, clip_pretrained, params.raw("clip.quick_gelu")),
         image_size=params.get_int("train.crop_size", min=1),
         clip_init=params.get_bool("model.clip_init"),
         spatial_finetune=params.get_bool("model.spatial_finetune"),

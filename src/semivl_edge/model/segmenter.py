@@ -59,7 +59,7 @@ def build_encoder(cfg: ModelConfig, *, load_pretrained: bool = True) -> DenseCLI
     deterministic random initialisation instead of cfg.clip_pretrained: nothing is downloaded.
     """
     pretrained = cfg.clip_pretrained if (cfg.clip_init and load_pretrained) else PRETRAINED_NONE
-    clip = load_clip(cfg.clip_model, pretrained)
+    clip = load_clip(cfg.clip_model, pretrained, quick_gelu=cfg.clip_quick_gelu)
     if int(clip.visual.output_dim) != cfg.embed_dim:
         raise PipelineError(f"model config: embed_dim {cfg.embed_dim} does not match {cfg.clip_model} ({clip.visual.output_dim})")
     encoder = DenseCLIPEncoder(clip.visual, cfg.image_size, cfg.skip_blocks, cfg.clip_model)

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from ..atomic import atomic_dir
 from ..data.classes import DEFINITION_SOURCES, GUIDANCE_SOURCES, load_classes
 from ..hashing import file_sha256
-from ..model.clip import describe_pretrained, get_tokenizer, load_clip, pretrained_kind
+from ..model.clip import describe_pretrained, get_tokenizer, load_clip, pretrained_kind, uses_quick_gelu
 from ..model.text import CLASS_FILE, CONCEPT_FILE, META_FILE, check_templates, mean_embeddings, prompts_for
 from ..params import Params
 
@@ -46,7 +46,8 @@ def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
     concepts, concept_class = spec.flat_concepts(guidance)
 
     started = time.perf_counter()
-    clip = load_clip(model_name, pretrained)
+    quick_gelu = uses_quick_gelu(model_name, pretrained, params.raw("clip.quick_gelu"))
+    clip = load_clip(model_name, pretrained, quick_gelu=quick_gelu)
     tokenizer = get_tokenizer(model_name)
     class_embeddings = mean_embeddings(clip, tokenizer, class_texts, templates)
     concept_embeddings = mean_embeddings(clip, tokenizer, [[c] for c in concepts], templates)
@@ -54,6 +55,7 @@ def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
     meta = {
         "clip_model": model_name,
         "pretrained": describe_pretrained(pretrained, model_name),
+        "quick_gelu": quick_gelu,
         # DVC tracks the parameter, not the file behind it: record which weights were used.
         "pretrained_sha256": file_sha256(pretrained) if pretrained_kind(pretrained, model_name) == "file" else None,
         "classes_file": classes_file,
