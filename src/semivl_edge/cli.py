@@ -17,6 +17,7 @@ COMMANDS = {
     ("bench", "deploy"): ("semivl_edge.tools.bench_deploy", "Export a model and time eager, TorchScript and mobile artifacts per window on the CPU."),
     ("study",): ("semivl_edge.tools.study", "The label-budget study: supervised / UniMatch / SemiVL at the VOC label ratios, as DVC experiments."),
     ("preset",): ("semivl_edge.tools.preset", "Write a named setting into params.yaml (voc-paper: SemiVL's VOC setting; embedded: the default)."),
+    ("gpu-check",): ("semivl_edge.tools.gpu_check", "The paper preset's GPU paths in minutes: bf16 vs fp32, iterations/s, memory, DDP, eval throughput."),
     ("clip-asset",): ("semivl_edge.tools.clip_asset", "Version a clip_pretrain output as the embedded default's CLIP asset, with provenance."),
 }
 
