@@ -114,3 +114,19 @@ def test_exportable_at_a_fixed_size(trained_like, fixed_size_inputs):
     assert not any("contiguous" in op or "_to_copy" in op for op in ops)  # no layout changes in the graph
     with torch.no_grad():
         torch.testing.assert_close(program.module()(images, text), model(images, text), rtol=1e-4, atol=1e-5)
+
+
+def test_the_official_align_corners_is_kept_by_the_saved_model(tmp_path, trained_like):
+    model, cfg, text = trained_like
+    official = ModelConfig(**{**cfg.to_dict(), "align_corners": True})
+    network = build_model(official, load_pretrained=False).eval()
+    network.load_state_dict(model.state_dict())  # same weights, other upsampling
+    images = torch.randn(1, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model.eval()(images, text), network(images, text)
+    assert not torch.allclose(ours, theirs, atol=1e-5)
+    weights, _ = save_model(tmp_path / "m", network, official, text)
+    loaded, loaded_cfg, _ = load_model(weights)
+    assert loaded_cfg.align_corners is True
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images, text), theirs)

@@ -40,7 +40,8 @@ def test_voc_paper_writes_the_official_values_and_keeps_the_comments(tmp_path, c
                 "model.decoder_dim": 128, "model.skip_blocks": [0, 4], "train.iterations": "80 epochs",
                 "eval.short_side": 512, "eval.crop_size": 512, "eval.stride": 426, "train.amp": "none",
                 "classes.definitions": "names", "classes.templates": ["a photo of a {}"], "data.source": "voc",
-                "clip.model": "ViT-B-16", "classes.guidance": "concepts", "train.method": "semivl"}
+                "clip.model": "ViT-B-16", "classes.guidance": "concepts", "train.method": "semivl",
+                "model.align_corners": True, "train.optim.decoder_norm_decay": True}
     for key, want in expected.items():
         assert value(data, key) == want, key
     # What the user must give stays as it was; every comment line survives.

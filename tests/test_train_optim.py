@@ -18,7 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("spatial_finetune", [False, True])
 def test_parameter_groups_multipliers_and_no_decay_on_norms(spatial_finetune):
     model = build_model(tiny_model_cfg(spatial_finetune=spatial_finetune), load_pretrained=False)
-    groups = optim.parameter_groups(model, lr=1e-4, weight_decay=0.01, encoder_lr_mult=0.01, decoder_lr_mult=10.0)
+    groups = optim.parameter_groups(model, lr=1e-4, weight_decay=0.01, encoder_lr_mult=0.01, decoder_lr_mult=10.0,
+                                    decoder_norm_decay=False)
     by_name = {g["name"]: g for g in groups}
     norms = optim.norm_parameter_ids(model)
     norm_types = (nn.LayerNorm, nn.GroupNorm)
@@ -49,13 +50,22 @@ def test_parameter_groups_multipliers_and_no_decay_on_norms(spatial_finetune):
         assert "encoder_norm" in by_name
 
 
+def test_decoder_norm_decay_gives_the_decoder_norms_weight_decay_as_the_official_optimiser():
+    model = build_model(tiny_model_cfg(spatial_finetune=False), load_pretrained=False)
+    groups = {g["name"]: g for g in optim.parameter_groups(model, lr=1e-4, weight_decay=0.01, encoder_lr_mult=0.01,
+                                                           decoder_lr_mult=10.0, decoder_norm_decay=True)}
+    assert groups["decoder_norm"]["weight_decay"] == 0.01 and groups["decoder_norm"]["lr"] == pytest.approx(1e-3)
+    assert groups["encoder_norm"]["weight_decay"] == 0.0
+
+
 def _part(model, param) -> str:
     return "encoder" if any(param is p for p in model.encoder.parameters()) else "decoder"
 
 
 def test_optimizer_is_adamw_and_the_schedule_is_poly():
     model = build_model(tiny_model_cfg(), load_pretrained=False)
-    opt = optim.build_optimizer(model, lr=1e-4, weight_decay=0.01, encoder_lr_mult=1.0, decoder_lr_mult=10.0)
+    opt = optim.build_optimizer(model, lr=1e-4, weight_decay=0.01, encoder_lr_mult=1.0, decoder_lr_mult=10.0,
+                                decoder_norm_decay=False)
     assert isinstance(opt, torch.optim.AdamW)
     total, power = 100, 0.9
     assert optim.poly_factor(0, total, power, warmup=0) == 1.0

@@ -132,10 +132,10 @@ def per_class(x: torch.Tensor, num_classes: int) -> torch.Tensor:
     return x.unsqueeze(1).expand(b, num_classes, c, h, w).reshape(b * num_classes, c, h, w)
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize(x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def fast_layout(x: torch.Tensor) -> torch.Tensor:

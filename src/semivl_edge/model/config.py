@@ -22,6 +22,7 @@ class ModelConfig:
     decoder: str  # strategy 3: vlg (language-guided) | plain (fixed classes, no text)
     decoder_dim: int  # d of the decoder (paper: 128)
     skip_blocks: tuple[int, int]  # encoder blocks whose value-path features feed the decoder skips
+    align_corners: bool  # the decoder's bilinear upsampling (official code: true; model.align_corners)
     num_classes: int  # output classes of the plain decoder; the VLG decoder takes any number
     class_names: list[str] = field(default_factory=list)
     clip_quick_gelu: bool = False  # CLIP's MLP activation: QuickGELU (OpenAI's weights) or GELU; clip.quick_gelu resolved
@@ -74,7 +75,7 @@ def paper_model_config(num_classes: int = 21) -> ModelConfig:
     random weights: what the benchmarks and the parity checks against the official parameter counts build."""
     return ModelConfig(clip_model="ViT-B-16", clip_pretrained="none", image_size=512, clip_init=True,
                        spatial_finetune=True, decoder="vlg", decoder_dim=128, skip_blocks=(0, 4),
-                       num_classes=num_classes)
+                       align_corners=True, num_classes=num_classes)
 
 
 def model_config_from_params(params, class_names: list[str] | None = None) -> ModelConfig:
@@ -96,6 +97,7 @@ def model_config_from_params(params, class_names: list[str] | None = None) -> Mo
         decoder=params.get_str("model.decoder", choices=DECODERS),
         decoder_dim=params.get_int("model.decoder_dim", min=16),
         skip_blocks=tuple(params.get_list("model.skip_blocks", int, min_len=2)),
+        align_corners=params.get_bool("model.align_corners"),
         num_classes=len(class_names),
         class_names=list(class_names),
     )

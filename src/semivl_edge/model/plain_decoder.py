@@ -13,9 +13,10 @@ from .blocks import ASPP, ConvNormReLU, SkipProjection, UpBlock, resize
 
 
 class PlainDecoder(nn.Module):
-    def __init__(self, embed_dim: int, encoder_width: int, dim: int, num_classes: int):
+    def __init__(self, embed_dim: int, encoder_width: int, dim: int, num_classes: int, align_corners: bool):
         super().__init__()
         self.num_classes = num_classes
+        self.align_corners = align_corners
         self.stem = ConvNormReLU(embed_dim, dim, 1)
         self.aspp = ASPP(dim)
         self.skip_b_projection = SkipProjection(encoder_width, dim // 4)
@@ -34,6 +35,6 @@ class PlainDecoder(nn.Module):
         h, w = dense.shape[-2:]
         x = self.stem(dense)
         x = x + self.aspp(x)
-        x = self.up1(x, resize(self.skip_b_projection(skip_b), (2 * h, 2 * w)))
-        x = self.up2(x, resize(self.skip_a_projection(skip_a), (4 * h, 4 * w)))
-        return resize(self.head(x), tuple(out_size))
+        x = self.up1(x, resize(self.skip_b_projection(skip_b), (2 * h, 2 * w), self.align_corners))
+        x = self.up2(x, resize(self.skip_a_projection(skip_a), (4 * h, 4 * w), self.align_corners))
+        return resize(self.head(x), tuple(out_size), self.align_corners)

@@ -72,8 +72,8 @@ def build_encoder(cfg: ModelConfig, *, load_pretrained: bool = True) -> DenseCLI
 
 def build_decoder(cfg: ModelConfig, encoder_width: int) -> nn.Module:
     if cfg.decoder == "vlg":
-        return VLGDecoder(cfg.embed_dim, encoder_width, cfg.decoder_dim)
-    return PlainDecoder(cfg.embed_dim, encoder_width, cfg.decoder_dim, cfg.num_classes)
+        return VLGDecoder(cfg.embed_dim, encoder_width, cfg.decoder_dim, cfg.align_corners)
+    return PlainDecoder(cfg.embed_dim, encoder_width, cfg.decoder_dim, cfg.num_classes, cfg.align_corners)
 
 
 def build_model(cfg: ModelConfig, *, load_pretrained: bool = True) -> SemiVLSegmenter:

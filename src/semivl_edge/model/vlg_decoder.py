@@ -27,9 +27,10 @@ SEMANTIC_POOL = 4
 
 
 class VLGDecoder(nn.Module):
-    def __init__(self, embed_dim: int, encoder_width: int, dim: int):
+    def __init__(self, embed_dim: int, encoder_width: int, dim: int, align_corners: bool):
         super().__init__()
         self.dim = dim
+        self.align_corners = align_corners  # of the upsampling: semantic reasoning, skips, logits (official: true)
         self.spatial_stem = nn.Conv2d(1, dim, kernel_size=7, padding=3)
         self.spatial_aspp = ASPP(dim)
         self.text_projection = nn.Linear(embed_dim, dim)
@@ -57,7 +58,7 @@ class VLGDecoder(nn.Module):
         mixed = layer(torch.cat([tokens, guidance], dim=-1))[..., :dim]  # keep the visual channels
         mixed = mixed.reshape(batch, ph * pw, num_classes, dim).permute(0, 2, 3, 1)
         mixed = mixed.reshape(batch * num_classes, dim, ph, pw)
-        return x + resize(mixed, tuple(x.shape[-2:]))
+        return x + resize(mixed, tuple(x.shape[-2:]), self.align_corners)
 
     def forward(
         self,
@@ -77,9 +78,9 @@ class VLGDecoder(nn.Module):
         for layer in self.semantic_layers:
             x = self._semantic(x, text_tokens, layer, batch)
 
-        skip_b = resize(self.skip_b_projection(skip_b), (2 * h, 2 * w))
-        skip_a = resize(self.skip_a_projection(skip_a), (4 * h, 4 * w))
+        skip_b = resize(self.skip_b_projection(skip_b), (2 * h, 2 * w), self.align_corners)
+        skip_a = resize(self.skip_a_projection(skip_a), (4 * h, 4 * w), self.align_corners)
         x = self.up1(x, fast_layout(per_class(skip_b, num_classes)))
         x = self.up2(x, fast_layout(per_class(skip_a, num_classes)))
         logits = self.head(x).reshape(batch, num_classes, 4 * h, 4 * w)
-        return resize(logits, tuple(out_size))
+        return resize(logits, tuple(out_size), self.align_corners)

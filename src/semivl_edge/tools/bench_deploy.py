@@ -83,7 +83,7 @@ def build_random_model(args: argparse.Namespace):
     cfg = ModelConfig(
         clip_model=args.clip_model, clip_pretrained="none", image_size=args.image_size, clip_init=True,
         spatial_finetune=True, decoder="vlg", decoder_dim=args.decoder_dim, skip_blocks=_skip_blocks(args.skip_blocks),
-        num_classes=args.classes, class_names=[f"class_{i}" for i in range(args.classes)],
+        align_corners=True, num_classes=args.classes, class_names=[f"class_{i}" for i in range(args.classes)],
     )
     if args.image_size % 16:
         log.warning("--image-size %d is not a multiple of 16 (the ViT patch size)", args.image_size)

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> None:
         decoder=args.decoder,
         decoder_dim=args.decoder_dim,
         skip_blocks=tuple(args.skip_blocks),
+        align_corners=True,
         num_classes=args.classes,
     )
     torch.manual_seed(0)

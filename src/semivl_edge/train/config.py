@@ -79,6 +79,7 @@ class TrainConfig:
     weight_decay: float
     encoder_lr_mult: float
     decoder_lr_mult: float
+    decoder_norm_decay: bool  # weight decay on the decoder's norm layers too (the official optimiser's effect)
     poly_power: float
     warmup_iterations: int  # linear warm-up of the learning rate (SemiVL: 0 on VOC)
     # consistency training
@@ -144,6 +145,7 @@ class TrainConfig:
             weight_decay=p.get_float("train.optim.weight_decay", min=0.0),
             encoder_lr_mult=p.get_float("train.optim.encoder_lr_mult", min=0.0),
             decoder_lr_mult=p.get_float("train.optim.decoder_lr_mult", min=0.0),
+            decoder_norm_decay=p.get_bool("train.optim.decoder_norm_decay"),
             poly_power=p.get_float("train.optim.poly_power", min=0.0),
             warmup_iterations=p.get_int("train.optim.warmup_iterations", min=0),
             conf_threshold=p.get_float("train.unimatch.conf_threshold", min=0.0, max=1.0),

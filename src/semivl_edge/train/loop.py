@@ -162,7 +162,7 @@ class Trainer:
                                               inputs.concept_class.to(self.device), self.text.shape[0],
                                               cfg.guidance_temperature, cfg.guidance_zeta)
         self.optimizer = optim.build_optimizer(self.segmenter, cfg.lr, cfg.weight_decay, cfg.encoder_lr_mult,
-                                               cfg.decoder_lr_mult)
+                                               cfg.decoder_lr_mult, decoder_norm_decay=cfg.decoder_norm_decay)
         network = StepNetwork(self.segmenter, self.text, cfg.fp_dropout)
         if runtime.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None

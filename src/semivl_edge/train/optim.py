@@ -1,8 +1,10 @@
 """AdamW with per-part learning-rate multipliers, no weight decay on normalisation layers, poly decay.
 
 As in SemiVL: lr(group) = lr * multiplier(encoder | decoder) * (1 - it / iterations) ** power, weight decay
-0 for the parameters of normalisation layers (LayerNorm, GroupNorm, BatchNorm, ...). Frozen parameters (the
-text encoder, the frozen parts under spatial fine-tuning) are not in the optimiser at all.
+0 for the parameters of normalisation layers (LayerNorm, GroupNorm, BatchNorm, ...). The official optimiser
+configuration matches the decoder's parameters by its `head` key before its `norm` key, so there the decoder's
+norm layers do get weight decay: `train.optim.decoder_norm_decay: true` does the same (the voc-paper preset).
+Frozen parameters (the text encoder, the frozen parts under spatial fine-tuning) are not in the optimiser at all.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ def norm_parameter_ids(model: nn.Module) -> set[int]:
 
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float, encoder_lr_mult: float,
-                     decoder_lr_mult: float) -> list[dict]:
+                     decoder_lr_mult: float, *, decoder_norm_decay: bool) -> list[dict]:
     """Optimiser groups from model.encoder_parameters() / decoder_parameters(), split by decay / no decay."""
     norms = norm_parameter_ids(model)
     parts = {"encoder": (list(model.encoder_parameters()), encoder_lr_mult),
@@ -34,7 +36,8 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float, encoder_l
         seen.update(id(p) for p in params)
         decay = [p for p in params if id(p) not in norms]
         no_decay = [p for p in params if id(p) in norms]
-        for suffix, members, wd in (("", decay, weight_decay), ("_norm", no_decay, 0.0)):
+        norm_wd = weight_decay if part == "decoder" and decoder_norm_decay else 0.0
+        for suffix, members, wd in (("", decay, weight_decay), ("_norm", no_decay, norm_wd)):
             if members:
                 groups.append({"name": part + suffix, "params": members, "lr": lr * mult, "lr_mult": mult,
                                "base_lr": lr, "weight_decay": wd})
@@ -45,8 +48,9 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float, encoder_l
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, encoder_lr_mult: float,
-                    decoder_lr_mult: float) -> torch.optim.AdamW:
-    groups = parameter_groups(model, lr, weight_decay, encoder_lr_mult, decoder_lr_mult)
+                    decoder_lr_mult: float, *, decoder_norm_decay: bool) -> torch.optim.AdamW:
+    groups = parameter_groups(model, lr, weight_decay, encoder_lr_mult, decoder_lr_mult,
+                              decoder_norm_decay=decoder_norm_decay)
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
