@@ -118,6 +118,10 @@ def test_stage_writes_every_artifact_and_the_metrics(project):
         assert mobile[key]["argmax_agreement_pct"] >= 99.9, key
     assert mobile["pte_int8"]["argmax_agreement_pct"] > 80.0  # int8: close, not equal
     assert mobile["pte_int8"]["size_mb"] < mobile["pte_fp32"]["size_mb"]
+    for key in ("pte_fp32", "pte_int8"):  # what XNNPACK took, and what it left to the portable kernels
+        xnnpack = mobile[key]["xnnpack"]
+        assert xnnpack["delegated_pieces"] >= 1 and xnnpack["delegated_nodes"] > 0
+        assert sum(xnnpack["non_delegated_by_operator"].values()) == xnnpack["non_delegated_nodes"]
     manifest = json.loads((root / "models/mobile/manifest.json").read_text())
     assert manifest["input_size"] == SIZE and len(manifest["class_names"]) == CLASSES
 
@@ -210,3 +214,4 @@ def test_bench_deploy_times_every_runtime_and_writes_the_table(tmp_path, monkeyp
     assert result["threads"] == 1 and result["optimize_for_mobile_applied"] == int(xnnpack_in_torch())
     table = (tmp_path / f"deploy_semivl-tiny_{SIZE}.md").read_text()
     assert "ExecuTorch XNNPACK int8 .pte" in table and "| runtime |" in table
+    assert set(result["xnnpack_delegation"]) == {"pte_fp32", "pte_int8"} and "| delegated pieces |" in table

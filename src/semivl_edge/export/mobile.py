@@ -202,14 +202,29 @@ def quantize_int8(window_model: WindowModel, calibration: Iterable[Tensor]) -> n
         return convert_pt2e(prepared)
 
 
-def export_executorch(window_model: nn.Module, input_size: int, path: str | Path) -> None:
-    """Lower `window_model` (eager or pt2e-quantized) to a `.pte` with the XNNPACK delegate."""
+def delegation_summary(graph_module) -> dict:
+    """What the XNNPACK partitioner took: delegated pieces and nodes, and the operators left to ExecuTorch's portable
+    (reference, single-threaded) kernels, most frequent first (ExecuTorch devtools' get_delegation_info)."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    left = {op: b.non_delegated for op, b in info.delegation_by_operator.items() if b.non_delegated}
+    return {"delegated_pieces": info.num_delegated_subgraphs, "delegated_nodes": info.num_delegated_nodes,
+            "non_delegated_nodes": info.num_non_delegated_nodes,
+            "non_delegated_by_operator": dict(sorted(left.items(), key=lambda item: (-item[1], item[0])))}
+
+
+def export_executorch(window_model: nn.Module, input_size: int, path: str | Path) -> dict:
+    """Lower `window_model` (eager or pt2e-quantized) to a `.pte` with the XNNPACK delegate; returns its
+    delegation summary."""
     XnnpackPartitioner, to_edge_transform_and_lower, UnshareConstants = _executorch()
     example = (example_window(input_size),)
     with quiet_export(), _quiet_constant_copies(), torch.no_grad():
         program = torch.export.export(window_model, example, strict=False)
         edge = to_edge_transform_and_lower(program, transform_passes=[UnshareConstants()],
                                            partitioner=[XnnpackPartitioner()])
+        delegation = delegation_summary(edge.exported_program().graph_module)
         executorch_program = edge.to_executorch()
     with atomic_path(path) as tmp:
         tmp.write_bytes(executorch_program.buffer)
+    return delegation

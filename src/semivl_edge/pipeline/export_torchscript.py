@@ -134,10 +134,11 @@ def run(params: Params) -> None:
         metrics["optimize_for_mobile_applied"] = int(optimised)
 
         log.info("ExecuTorch fp32 (XNNPACK): %s", MOBILE_DIR / "model_fp32.pte")
-        export_executorch(window_model, input_size, out / "model_fp32.pte")
+        delegation = {"pte_fp32": export_executorch(window_model, input_size, out / "model_fp32.pte")}
         log.info("ExecuTorch int8 (XNNPACK quantizer, %d calibration windows from %d training images): %s",
                  len(calibration), len(calibration_ids), MOBILE_DIR / "model_int8.pte")
-        export_executorch(quantize_int8(window_model, calibration), input_size, out / "model_int8.pte")
+        delegation["pte_int8"] = export_executorch(quantize_int8(window_model, calibration), input_size,
+                                                   out / "model_int8.pte")
 
         for key, name in (("ptl", "model.ptl"), ("pte_fp32", "model_fp32.pte"), ("pte_int8", "model_int8.pte")):
             runtime = load_runtime(out / name)
@@ -151,6 +152,8 @@ def run(params: Params) -> None:
                 log.info("%s: argmax agreement with fp32 PyTorch %.2f%% (max |diff| %.3g)",
                          MOBILE_DIR / name, parity.argmax_agreement_pct, parity.max_abs_diff)
             mobile[key] = {**parity.to_metrics(), "size_mb": round((out / name).stat().st_size / 1e6, 3)}
+            if key in delegation:
+                mobile[key]["xnnpack"] = delegation[key]
         write_json(out / "manifest.json", {
             "input": f"uint8 RGB [1,3,{input_size},{input_size}] (one window; /255 and mean/std normalisation inside)",
             "output": f"float logits [1,{num_classes},{input_size},{input_size}]",

@@ -116,6 +116,13 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {LABELS[key]} | {lat['mean']:.1f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {size} | {export_s} | {agree} |")
     if not result["optimize_for_mobile_applied"]:
         lines += ["", "optimize_for_mobile was not applied: this torch build has no XNNPACK (the .ptl is unoptimised)."]
+    lines += ["", "XNNPACK delegation of the `.pte` files (ExecuTorch devtools): the nodes outside the delegate run on "
+              "the portable reference kernels.", "",
+              "| file | delegated pieces | delegated nodes | nodes left outside | most frequent outside |", "|---|---|---|---|---|"]
+    for key, info in result.get("xnnpack_delegation", {}).items():
+        top = ", ".join(f"{op} {n}" for op, n in list(info["non_delegated_by_operator"].items())[:8])
+        lines.append(f"| {LABELS[key]} | {info['delegated_pieces']} | {info['delegated_nodes']} | "
+                     f"{info['non_delegated_nodes']} | {top} |")
     return "\n".join(lines) + "\n"
 
 
@@ -165,7 +172,7 @@ def run(args: argparse.Namespace) -> None:
 
         log.info("lowering to ExecuTorch fp32 (XNNPACK)")
         start = time.perf_counter()
-        export_executorch(window_model, size, folder / "model_fp32.pte")
+        delegation = {"pte_fp32": export_executorch(window_model, size, folder / "model_fp32.pte")}
         measure("pte_fp32", load_runtime(folder / "model_fp32.pte"), folder / "model_fp32.pte", time.perf_counter() - start)
 
         if not args.no_int8:
@@ -174,7 +181,8 @@ def run(args: argparse.Namespace) -> None:
             calibration = [torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=generator)
                            for _ in range(args.calibration)]
             start = time.perf_counter()
-            export_executorch(quantize_int8(window_model, calibration), size, folder / "model_int8.pte")
+            delegation["pte_int8"] = export_executorch(quantize_int8(window_model, calibration), size,
+                                                       folder / "model_int8.pte")
             measure("pte_int8", load_runtime(folder / "model_int8.pte"), folder / "model_int8.pte",
                     time.perf_counter() - start)
 
@@ -192,6 +200,7 @@ def run(args: argparse.Namespace) -> None:
         "optimize_for_mobile_applied": int(optimised), "torch_has_xnnpack": int(xnnpack_in_torch()),
         "int8_calibration": "random windows (timing only)" if not args.no_int8 else "skipped",
         "runtimes": entries,
+        "xnnpack_delegation": delegation,
     }
     out = Path(args.out)
     stem = f"deploy_{args.clip_model}_{size}".replace("/", "-")

@@ -9,7 +9,7 @@ over the list, and every sample gets its own augmentation seed from its global p
   processes (`train.batch_size` is the global batch).
 
 With `train.workers: 0` (the default) the data runs in the training process: each image and mask is decoded once
-and kept in memory (about 0.3 GB for the embedded default; VOC's train_aug would take about 6 GB), and the strong
+and kept in memory (about 0.5 GB for the embedded default; VOC's train_aug would take about 8 GB), and the strong
 views of a whole batch are made at once (augment.strong_views). On a 2-core machine worker processes only compete
 with the compute threads. With workers (a GPU machine) every worker decodes per sample and keeps nothing.
 """
