@@ -215,3 +215,6 @@ def test_bench_deploy_times_every_runtime_and_writes_the_table(tmp_path, monkeyp
     table = (tmp_path / f"deploy_semivl-tiny_{SIZE}.md").read_text()
     assert "ExecuTorch XNNPACK int8 .pte" in table and "| runtime |" in table
     assert set(result["xnnpack_delegation"]) == {"pte_fp32", "pte_int8"} and "| delegated pieces |" in table
+    roof = result["roofline"]
+    assert roof["gflops_per_window"] > 0 and roof["matmul_gflops_per_s"] > 0 and "Roofline:" in table
+    assert set(roof["p50_over_floor"]) == set(bench_deploy.RUNTIMES)

@@ -92,6 +92,29 @@ def build_random_model(args: argparse.Namespace):
     return network, cfg, text
 
 
+def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s) on `threads` threads: the best of a few size^2 products."""
+    generator = torch.Generator().manual_seed(4)
+    a, b = torch.randn(size, size, generator=generator), torch.randn(size, size, generator=generator)
+    torch.mm(a, b)
+    best = min(time_calls(lambda: torch.mm(a, b), warmup=1, repeats=repeats))
+    return 2 * size ** 3 / (best / 1000) / 1e9
+
+
+def roofline(window_model, window, threads: int, entries: dict) -> dict:
+    """The model's GFLOPs per window against the measured matmul rate: the fastest an fp32 run could be here, and
+    each runtime's p50 as a multiple of that floor."""
+    from .summary import count_flops
+
+    with torch.inference_mode():
+        gflops = count_flops(window_model, window) / 1e9
+    rate = matmul_gflops(threads)
+    floor_ms = gflops / rate * 1000
+    return {"gflops_per_window": round(gflops, 2), "matmul_gflops_per_s": round(rate, 1),
+            "fp32_floor_ms": round(floor_ms, 1),
+            "p50_over_floor": {key: round(entry["latency_ms"]["p50"] / floor_ms, 2) for key, entry in entries.items()}}
+
+
 def markdown_table(result: dict) -> str:
     setting = result["setting"]
     lines = [
@@ -116,6 +139,12 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {LABELS[key]} | {lat['mean']:.1f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {size} | {export_s} | {agree} |")
     if not result["optimize_for_mobile_applied"]:
         lines += ["", "optimize_for_mobile was not applied: this torch build has no XNNPACK (the .ptl is unoptimised)."]
+    if "roofline" in result:
+        roof = result["roofline"]
+        lines += ["", f"Roofline: {roof['gflops_per_window']} GFLOP per window; this machine's fp32 matmul runs at "
+                  f"{roof['matmul_gflops_per_s']} GFLOP/s on {result['threads']} threads, so an fp32 window cannot take "
+                  f"less than {roof['fp32_floor_ms']} ms. p50 over that floor: "
+                  + ", ".join(f"{LABELS[k]} {v}" for k, v in roof["p50_over_floor"].items()) + "."]
     lines += ["", "XNNPACK delegation of the `.pte` files (ExecuTorch devtools): the nodes outside the delegate run on "
               "the portable reference kernels.", "",
               "| file | delegated pieces | delegated nodes | nodes left outside | most frequent outside |", "|---|---|---|---|---|"]
@@ -201,6 +230,7 @@ def run(args: argparse.Namespace) -> None:
         "int8_calibration": "random windows (timing only)" if not args.no_int8 else "skipped",
         "runtimes": entries,
         "xnnpack_delegation": delegation,
+        "roofline": roofline(window_model, window, threads, entries),
     }
     out = Path(args.out)
     stem = f"deploy_{args.clip_model}_{size}".replace("/", "-")
