@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..atomic import atomic_path, write_json  # noqa: E402
@@ -197,6 +198,8 @@ def plot(summary: dict, path: Path) -> None:
     if bound:
         ax.axhline(_mean(bound), color="grey", linestyle="--", label="supervised, all labeled")
     ax.set_xscale("log")
+    ax.set_xticks([int(b) for b in counts], [b for b in counts])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("labeled images")
     ax.set_ylabel("val mIoU %")
     ax.set_title(f"Label-budget study, {summary['iterations']} iterations")
