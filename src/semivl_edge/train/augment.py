@@ -9,8 +9,8 @@ skip padded pixels.
 The strong views follow UniMatch / SemiVL: ColorJitter(0.5, 0.5, 0.5, 0.25) with p=0.8 (its four adjustments in
 a random order), grayscale p=0.2, Gaussian blur with sigma U(0.1, 2) p=0.5, and a CutMix box with p=0.5 (2-40% of
 the crop, aspect 0.3-3.3). Each sample draws its view's parameters (`sample_strong_params`); `strong_views` then
-applies them to a whole batch at once in float (torchvision's per-image transforms on uint8 cost 4 ms per view
-on a CPU core, a third of the default step's data time). Unlike torchvision's uint8 path, nothing is rounded to
+applies them to a whole batch at once in float (torchvision's per-image transforms on uint8 cost about 2 ms per
+view on a CPU core, half of the default step's data time). Unlike torchvision's uint8 path, nothing is rounded to
 8 bits between the adjustments.
 
 Randomness comes from torch's global generator; the data pipeline seeds it per sample (`seeded`), so a sample's
