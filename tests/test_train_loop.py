@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from semivl_edge.data.voc import VOCLayout
@@ -165,3 +166,25 @@ def test_save_chooses_the_best_or_the_final_weights(voc_root, tmp_path, monkeypa
         kept = trainer.best_weights if save == "best" else ckpt.state_dict_to_cpu(trainer.segmenter)
         assert all(torch.equal(weights[save][k], kept[k]) for k in kept)
     assert any(not torch.equal(weights["best"][k], weights["final"][k]) for k in weights["best"])
+
+
+def test_the_feature_perturbed_branch_compares_cosines():
+    """dropout2d zeroes channels of the weak view's dense map and scales the rest 2x; the VLG decoder's similarity
+    for that branch must still be the cosine of the perturbed features with the text (the official head's)."""
+    from conftest import build_tiny_segmenter
+    from semivl_edge.train.loop import StepNetwork
+
+    segmenter, _, text = build_tiny_segmenter(num_classes=5, crop=32)
+    seen = []
+    similarity = segmenter.decoder.similarity
+    segmenter.decoder.similarity = lambda dense, t: seen.append((dense, similarity(dense, t))) or seen[-1][1]
+    torch.manual_seed(0)
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        StepNetwork(segmenter, text, fp_dropout=0.5)(images[:2], images[2:4], images[4:])
+    (dense, sim), = seen
+    perturbed = dense[-2:]
+    assert not torch.allclose(perturbed.norm(dim=1), torch.ones(()), atol=0.1)  # the branch is really perturbed
+    cosine = F.cosine_similarity(perturbed[:, None], text[None, :, :, None, None], dim=2)
+    assert torch.allclose(sim[-2:], cosine, atol=1e-5)
+    assert torch.allclose(sim[:-2], torch.einsum("bchw,nc->bnhw", dense[:-2], text), atol=1e-5)  # clean: unit norm

@@ -4,7 +4,7 @@ It never sees class identities as output channels: it reasons on one cosine-simi
 its weights are shared across classes and the text embeddings are an input (any number of classes).
 
 Layout (d = decoder_dim, E = CLIP embed dim, W = ViT width), for a [h, w] token grid:
-1. similarity S[b, n] = <dense[b], text[n]> of L2-normalised vectors;
+1. similarity S[b, n] = cosine of dense[b] and text[n] at every position;
 2. spatial reasoning per class map: 7x7 conv 1 -> d, then x + ASPP(x);
 3. semantic reasoning, twice: 4x4 average pooling; at each pooled position the classes form a sequence of
    tokens [d visual, d text (Linear E -> d + ReLU)]; pre-LN transformer layer (4 heads, FFN 4d); the first d
@@ -44,9 +44,13 @@ class VLGDecoder(nn.Module):
         self.head = nn.Conv2d(dim // 4, 1, kernel_size=3, padding=1)
 
     def similarity(self, dense: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity [B, n, h, w] between the (normalised) dense map and the class embeddings."""
+        """Cosine similarity [B, n, h, w] between the dense map and the class embeddings.
+
+        The dense map is re-normalised here although the encoder normalises it: the feature-perturbed branch of
+        training feeds it after dropout2d (zeroed channels, the rest scaled 2x), and the official head, too,
+        compares cosines there."""
         text = F.normalize(text_embeddings, dim=-1)
-        return torch.einsum("bchw,nc->bnhw", dense, text)
+        return torch.einsum("bchw,nc->bnhw", F.normalize(dense, dim=1), text)
 
     def _semantic(self, x: torch.Tensor, text_tokens: torch.Tensor, layer: TransformerLayer, batch: int) -> torch.Tensor:
         num_classes, dim = text_tokens.shape
