@@ -94,11 +94,11 @@ def test_table_rows_and_reference_rows(fixture_project):
 def test_report_says_which_model_it_measures(fixture_project):
     assert "Model:" not in build_report(fixture_project).markdown.read_text()  # train.json is optional
     train = {"method": "semivl", "iterations": 300, "labeled_images": 92, "unlabeled_images": 1372, "miou": 33.3372,
-             "clip": "semivl-tiny, file models/clip/clip.safetensors"}
+             "encoder": "CLIP semivl-tiny, file models/clip/clip.safetensors"}
     (fixture_project / "reports/metrics/train.json").write_text(json.dumps(train))
     text = build_report(fixture_project).markdown.read_text()
     assert ("Model: `semivl`, 300 iterations on 92 labeled + 1372 unlabeled images, best val mIoU 33.3 during "
-            "training; CLIP semivl-tiny, file models/clip/clip.safetensors.") in text
+            "training; encoder CLIP semivl-tiny, file models/clip/clip.safetensors.") in text
 
 
 def test_qualitative_panel_has_a_column_per_saved_runtime(fixture_project):

@@ -21,14 +21,15 @@ from semivl_edge.report.study import (
 from semivl_edge.tools.study import ablation_grid, dvc_command, grid
 
 
-def experiment(name, method, labeled, seed, miou, labeled_images, iterations=1200, settings=None):
+def experiment(name, method, labeled, seed, miou, labeled_images, iterations=1200, settings=None, encoder="CLIP"):
     params = {"train": {"method": method, "seed": seed, "iterations": iterations}, "split": {"labeled": labeled},
               "model": {"clip_init": True, "spatial_finetune": True, "decoder": "vlg"},
               "classes": {"definitions": "guidelines", "guidance": "concepts"}}
     for key, value in (settings or {}).items():
         section, field = key.split(".")
         params[section][field] = value
-    metrics = {"miou": miou, "labeled_images": labeled_images, "method": method, "iterations": iterations}
+    metrics = {"miou": miou, "labeled_images": labeled_images, "method": method, "iterations": iterations,
+               "encoder": encoder}
     return {"name": name, "executor": None, "revs": [{
         "rev": "0" * 40, "name": name, "error": None, "experiments": None,
         "data": {"rev": "0" * 40, "timestamp": "2026-12-02T00:00:00",
@@ -100,11 +101,12 @@ def test_the_ablation_adds_one_strategy_per_row_with_the_official_text_sources()
                                          "ablation-spatial-finetune-s0", "ablation-vlg-decoder-s0",
                                          "ablation-clip-guidance-s0", "ablation-class-definitions-s0"]
     rows = [parse_changes(changes) for _, changes in runs[::2]]
-    assert rows[0]["train.method"] == "unimatch" and rows[0]["model.clip_init"] is False
+    assert rows[0]["train.method"] == "unimatch" and rows[0]["model.encoder"] == "imagenet_vit"
     assert rows[0]["model.decoder"] == "plain" and rows[0]["model.spatial_finetune"] is False
+    assert "train.optim.encoder_lr_mult" not in rows[0]  # random init (no ImageNet weights): params.yaml's rate
     # Each row differs from the one above in exactly the strategy it adds.
     added = [{k for k in row if row.get(k) != above.get(k)} for above, row in zip(rows, rows[1:])]
-    assert added == [{"model.clip_init"}, {"model.spatial_finetune"}, {"model.decoder"},
+    assert added == [{"model.encoder"}, {"model.spatial_finetune"}, {"model.decoder"},
                      {"train.method", "classes.guidance"}, {"classes.guidance"}]
     assert rows[4]["classes.guidance"] == "names" and rows[5]["classes.guidance"] == "concepts"
     assert all(row["classes.definitions"] == "names" and row["split.labeled"] == "1/115" for row in rows)
@@ -117,12 +119,21 @@ def test_the_ablation_adds_one_strategy_per_row_with_the_official_text_sources()
         assert ablation_row(params) == slug
 
 
+def test_the_imagenet_baseline_is_fine_tuned_at_the_official_rate_when_it_has_weights():
+    runs = ablation_grid(300, [0], [], "1/115", imagenet_weights="vit_b_16.pth")
+    rows = [parse_changes(changes) for _, changes in runs]
+    assert rows[0]["train.optim.encoder_lr_mult"] == "0.001"
+    assert all("train.optim.encoder_lr_mult" not in row for row in rows[1:])
+
+
 def test_the_ablation_report_lists_the_rows_in_order_with_their_change(tmp_path):
     groups = []
     for index, (slug, _, settings) in enumerate(reversed(ABLATION_ROWS)):
         for seed in (0, 1):
+            encoder = "ImageNet ViT, random init" if settings["model.encoder"] == "imagenet_vit" else "CLIP"
             groups.append(experiment(f"ablation-{slug}-s{seed}", settings["train.method"], "1/115", seed,
-                                     40.0 - index + seed, 13, 300, {**settings, "classes.definitions": "names"}))
+                                     40.0 - index + seed, 13, 300, {**settings, "classes.definitions": "names"},
+                                     encoder))
     groups.append(experiment("study-semivl-1-115-s0", "semivl", "1/115", 0, 1.0, 13, 300))  # not an ablation run
     listing = [{"rev": "a" * 40, "name": "main", "data": None, "error": None, "experiments": groups}]
     assert len(ablation_runs(listing)) == 12
@@ -131,7 +142,7 @@ def test_the_ablation_report_lists_the_rows_in_order_with_their_change(tmp_path)
     assert [row["row"] for row in summary["rows"]] == [title for _, title, _ in ABLATION_ROWS]
     assert summary["rows"][0]["miou"] == [35.0, 36.0] and summary["rows"][-1]["miou"] == [40.0, 41.0]
     table = (tmp_path / "reports/ablation.md").read_text()
-    assert "| UniMatch (ViT) | 2 | 35.50 | 1.00 |  |" in table
-    assert "| + CLIP initialisation | 2 | 36.50 | 1.00 | +1.00 |" in table
+    assert "| UniMatch (ViT) | 2 | 35.50 | 1.00 |  | ImageNet ViT, random init |" in table
+    assert "| + CLIP initialisation | 2 | 36.50 | 1.00 | +1.00 | CLIP |" in table
     with pytest.raises(PipelineError, match="no finished ablation experiments"):
         summarize_ablation([])

@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from semivl_edge.data.voc import VOCLayout
+from semivl_edge.errors import PipelineError
 from semivl_edge.train import checkpoint as ckpt
 from semivl_edge.train import losses
 from semivl_edge.train.data import CropSpec, LabeledCrops, UnlabeledViews
 from semivl_edge.train.loop import Trainer, TrainOutputs, strong_view_targets
-from test_train_support import CLASSES, cpu_runtime, make_voc_root, model_api, tiny_inputs, tiny_train_cfg
+from test_train_support import CLASSES, cpu_runtime, make_voc_root, model_api, tiny_inputs, tiny_model_cfg, tiny_train_cfg
 
 TIMING_KEYS = {"wall_time_s", "seconds_per_iteration", "images_per_second", "peak_memory_mb"}
 
@@ -188,3 +189,15 @@ def test_the_feature_perturbed_branch_compares_cosines():
     cosine = F.cosine_similarity(perturbed[:, None], text[None, :, :, None, None], dim=2)
     assert torch.allclose(sim[-2:], cosine, atol=1e-5)
     assert torch.allclose(sim[:-2], torch.einsum("bchw,nc->bnhw", dense[:-2], text), atol=1e-5)  # clean: unit norm
+
+
+def test_the_imagenet_vit_baseline_trains_with_consistency_and_says_where_its_encoder_came_from(voc_root, tmp_path):
+    model_cfg = tiny_model_cfg(encoder="imagenet_vit", decoder="plain", spatial_finetune=False)
+    trainer = Trainer(tiny_train_cfg(method="unimatch", iterations=2), tiny_inputs(voc_root, model_cfg),
+                      TrainOutputs(tmp_path), cpu_runtime(), model_api())
+    assert all(p.requires_grad for p in trainer.segmenter.encoder.parameters())  # fully fine-tuned
+    metrics = trainer.run()
+    assert metrics["encoder"] == "ImageNet ViT shaped like semivl-tiny, random init: no model.imagenet_weights"
+    with pytest.raises(PipelineError, match="dense CLIP guidance needs model.encoder clip"):
+        Trainer(tiny_train_cfg(method="semivl"), tiny_inputs(voc_root, model_cfg), TrainOutputs(tmp_path / "g"),
+                cpu_runtime(), model_api())

@@ -20,7 +20,7 @@ _SECTIONS = {
     "clip": "model pretrained quick_gelu",
     "clip_pretrain": "steps batch_size lr weight_decay warmup_steps images close_up min_fraction seed device",
     "classes": "file definitions guidance templates",
-    "model": "clip_init spatial_finetune decoder decoder_dim skip_blocks align_corners",
+    "model": "encoder imagenet_weights clip_init spatial_finetune decoder decoder_dim skip_blocks align_corners",
     "train": "method iterations batch_size crop_size base_size scale_range seed device gpus amp workers eval_every "
              "checkpoint_every save optim.lr optim.weight_decay optim.encoder_lr_mult optim.decoder_lr_mult optim.decoder_norm_decay "
              "optim.poly_power optim.warmup_iterations unimatch.conf_threshold unimatch.fp_dropout unimatch.cutmix_prob "

@@ -10,12 +10,15 @@ from ..basics import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import PipelineError
 
 DECODERS = ("vlg", "plain")
+ENCODERS = ("clip", "imagenet_vit")  # imagenet_vit: the UniMatch(ViT) baseline's ImageNet ViT (model/imagenet_vit.py)
 
 
 @dataclass
 class ModelConfig:
     clip_model: str  # open_clip ViT name (ViT-B-16 in the paper)
     clip_pretrained: str  # none | open_clip tag | local checkpoint file
+    encoder: str  # clip (SemiVL) | imagenet_vit (the UniMatch(ViT) baseline; shaped like clip_model's vision tower)
+    imagenet_weights: str  # encoder imagenet_vit: none (random init) | a torchvision ViT state dict file
     image_size: int  # training crop: the position embedding is resized to it
     clip_init: bool  # strategy 1: start the encoder from CLIP (false: random re-init, ablation)
     spatial_finetune: bool  # strategy 2: train only attention projections + position embedding
@@ -26,7 +29,7 @@ class ModelConfig:
     num_classes: int  # output classes of the plain decoder; the VLG decoder takes any number
     class_names: list[str] = field(default_factory=list)
     clip_quick_gelu: bool = False  # CLIP's MLP activation: QuickGELU (OpenAI's weights) or GELU; clip.quick_gelu resolved
-    embed_dim: int | None = None  # CLIP joint embedding size; filled from the open_clip config when None
+    embed_dim: int | None = None  # channels of the dense map; filled from the open_clip config when None
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN  # inputs are normalised with these (0..1 scale)
     pixel_std: tuple[float, float, float] = IMAGENET_STD
 
@@ -35,6 +38,11 @@ class ModelConfig:
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)
         self.pixel_std = tuple(float(v) for v in self.pixel_std)
         self.class_names = [str(n) for n in self.class_names]
+        if self.encoder not in ENCODERS:
+            raise PipelineError(f"model.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.encoder == "imagenet_vit" and (self.decoder != "plain" or self.spatial_finetune):
+            raise PipelineError("model.encoder imagenet_vit has no text space and is fully fine-tuned: it needs "
+                                "model.decoder plain and model.spatial_finetune false")
         if self.decoder not in DECODERS:
             raise PipelineError(f"model.decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.decoder_dim < 16 or self.decoder_dim % 8:
@@ -52,8 +60,8 @@ class ModelConfig:
         if self.image_size % patch:
             raise PipelineError(f"train.crop_size ({self.image_size}) must be a multiple of the patch size {patch} "
                                 f"of clip.model {self.clip_model}")
-        if self.embed_dim is None:
-            self.embed_dim = int(clip_cfg["embed_dim"])
+        if self.embed_dim is None:  # channels of the dense map: CLIP's joint space, or the ImageNet ViT's width
+            self.embed_dim = int(clip_cfg["embed_dim"] if self.encoder == "clip" else clip_cfg["vision_cfg"]["width"])
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -67,13 +75,14 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise PipelineError(f"model config: unknown key(s) {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{"encoder": "clip", "imagenet_weights": "none", **data})  # models saved before the baseline
 
 
 def paper_model_config(num_classes: int = 21) -> ModelConfig:
     """The paper's network shape (SemiVL on VOC: ViT-B/16 CLIP at 512 px, d = 128, skips from blocks 0 and 4),
     random weights: what the benchmarks and the parity checks against the official parameter counts build."""
-    return ModelConfig(clip_model="ViT-B-16", clip_pretrained="none", image_size=512, clip_init=True,
+    return ModelConfig(clip_model="ViT-B-16", clip_pretrained="none", encoder="clip", imagenet_weights="none",
+                       image_size=512, clip_init=True,
                        spatial_finetune=True, decoder="vlg", decoder_dim=128, skip_blocks=(0, 4),
                        align_corners=True, num_classes=num_classes)
 
@@ -91,6 +100,8 @@ def model_config_from_params(params, class_names: list[str] | None = None) -> Mo
         clip_model=clip_model,
         clip_pretrained=clip_pretrained,
         clip_quick_gelu=uses_quick_gelu(clip_model, clip_pretrained, params.raw("clip.quick_gelu")),
+        encoder=params.get_str("model.encoder", choices=ENCODERS),
+        imagenet_weights=params.get_str("model.imagenet_weights"),
         image_size=params.get_int("train.crop_size", min=1),
         clip_init=params.get_bool("model.clip_init"),
         spatial_finetune=params.get_bool("model.spatial_finetune"),

@@ -1,4 +1,4 @@
-"""SemiVLSegmenter: dense CLIP encoder + VLG (or plain) decoder, and build_model(cfg)."""
+"""SemiVLSegmenter: dense CLIP encoder (or the baseline's ImageNet ViT) + VLG (or plain) decoder, and build_model(cfg)."""
 from __future__ import annotations
 
 import logging
@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from ..errors import PipelineError
-from .clip import PRETRAINED_NONE, describe_pretrained, load_clip
+from .clip import PRETRAINED_NONE, clip_model_config, describe_pretrained, load_clip
 from .config import ModelConfig
 from .encoder import DenseCLIPEncoder
+from .imagenet_vit import ImageNetViTEncoder, imagenet_vit, load_imagenet_weights
 from .plain_decoder import PlainDecoder
 from .vlg_decoder import VLGDecoder
 
@@ -21,7 +22,7 @@ Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 class SemiVLSegmenter(nn.Module):
     """Images normalised with cfg.pixel_mean/std [B,3,H,W] + class text embeddings [C,E] -> logits [B,C,H,W]."""
 
-    def __init__(self, encoder: DenseCLIPEncoder, decoder: nn.Module, cfg: ModelConfig):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, cfg: ModelConfig):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -52,12 +53,14 @@ class SemiVLSegmenter(nn.Module):
         return [p for _, p in self.named_decoder_parameters()]
 
 
-def build_encoder(cfg: ModelConfig, *, load_pretrained: bool = True) -> DenseCLIPEncoder:
-    """The dense CLIP encoder of `cfg` (trainable parameters set by cfg.spatial_finetune).
+def build_encoder(cfg: ModelConfig, *, load_pretrained: bool = True) -> nn.Module:
+    """The encoder of `cfg` (trainable parameters set by cfg.spatial_finetune): dense CLIP, or the ImageNet ViT.
 
     clip_init false (ablation) or load_pretrained false (weights loaded later, e.g. by load_model) gives the
     deterministic random initialisation instead of cfg.clip_pretrained: nothing is downloaded.
     """
+    if cfg.encoder == "imagenet_vit":
+        return _build_imagenet_encoder(cfg, load_pretrained)
     pretrained = cfg.clip_pretrained if (cfg.clip_init and load_pretrained) else PRETRAINED_NONE
     clip = load_clip(cfg.clip_model, pretrained, quick_gelu=cfg.clip_quick_gelu)
     if int(clip.visual.output_dim) != cfg.embed_dim:
@@ -68,6 +71,30 @@ def build_encoder(cfg: ModelConfig, *, load_pretrained: bool = True) -> DenseCLI
         source = describe_pretrained(pretrained, cfg.clip_model)
         log.info("encoder: %s (%s), %dx%d token grid", cfg.clip_model, source, *encoder.grid)
     return encoder
+
+
+def _build_imagenet_encoder(cfg: ModelConfig, load_pretrained: bool) -> ImageNetViTEncoder:
+    vit = imagenet_vit(clip_model_config(cfg.clip_model)["vision_cfg"])
+    if load_pretrained and cfg.imagenet_weights != PRETRAINED_NONE:
+        load_imagenet_weights(vit, cfg.imagenet_weights)
+    encoder = ImageNetViTEncoder(vit, cfg.image_size, cfg.skip_blocks)
+    encoder.set_trainable(cfg.spatial_finetune)
+    if load_pretrained:
+        log.info("encoder: %s, %dx%d token grid", describe_encoder(cfg), *encoder.grid)
+    return encoder
+
+
+def describe_imagenet_weights(weights: str) -> str:
+    return "random init: no model.imagenet_weights" if weights == PRETRAINED_NONE else f"ImageNet weights {weights}"
+
+
+def describe_encoder(cfg: ModelConfig) -> str:
+    """Where the encoder's weights came from, in words (training metrics and the report)."""
+    if cfg.encoder == "imagenet_vit":
+        return f"ImageNet ViT shaped like {cfg.clip_model}, {describe_imagenet_weights(cfg.imagenet_weights)}"
+    if not cfg.clip_init:
+        return f"CLIP {cfg.clip_model} architecture, random init (model.clip_init false)"
+    return f"CLIP {cfg.clip_model}, {describe_pretrained(cfg.clip_pretrained, cfg.clip_model)}"
 
 
 def build_decoder(cfg: ModelConfig, encoder_width: int) -> nn.Module:

@@ -92,8 +92,8 @@ def _model_line(train: dict | None) -> list[str]:
         return []
     unlabeled = f" + {train['unlabeled_images']} unlabeled" if train.get("unlabeled_images") else ""
     return [f"Model: `{train.get('method')}`, {train.get('iterations')} iterations on {train.get('labeled_images')} "
-            f"labeled{unlabeled} images, best val mIoU {number_text(train.get('miou'))} during training; CLIP "
-            f"{train.get('clip', 'not recorded')}.", ""]
+            f"labeled{unlabeled} images, best val mIoU {number_text(train.get('miou'))} during training; encoder "
+            f"{train.get('encoder', 'not recorded')}.", ""]
 
 
 def markdown(rows: list[ComparisonRow], metrics: dict, class_names: list[str], per_class: dict, plots: dict) -> str:

@@ -30,21 +30,24 @@ METHODS = ("supervised", "unimatch", "semivl")
 TRAIN_METRICS = "reports/metrics/train.json"
 # The paper's ablation rows with the official code's mapping (train/config.py): (name part, paper row, settings).
 # Every row also sets classes.definitions=names (the decoder's texts are the class names, as officially).
-_BASE = {"train.method": "unimatch", "model.clip_init": False, "model.spatial_finetune": False,
-         "model.decoder": "plain"}
+# Row 1 is the paper's UniMatch(ViT): an ImageNet ViT (model.imagenet_weights; random init offline) under the plain
+# decoder, fully fine-tuned; row 2 swaps in the CLIP image encoder.
+_BASE = {"train.method": "unimatch", "model.clip_init": True, "model.spatial_finetune": False, "model.decoder": "plain"}
 ABLATION_ROWS = (
-    ("unimatch-vit", "UniMatch (ViT)", _BASE),
-    ("clip-init", "+ CLIP initialisation", {**_BASE, "model.clip_init": True}),
-    ("spatial-finetune", "+ spatial fine-tuning", {**_BASE, "model.clip_init": True, "model.spatial_finetune": True}),
+    ("unimatch-vit", "UniMatch (ViT)", {**_BASE, "model.encoder": "imagenet_vit"}),
+    ("clip-init", "+ CLIP initialisation", {**_BASE, "model.encoder": "clip"}),
+    ("spatial-finetune", "+ spatial fine-tuning", {**_BASE, "model.encoder": "clip", "model.spatial_finetune": True}),
     ("vlg-decoder", "+ language-guided decoder",
-     {**_BASE, "model.clip_init": True, "model.spatial_finetune": True, "model.decoder": "vlg"}),
+     {**_BASE, "model.encoder": "clip", "model.spatial_finetune": True, "model.decoder": "vlg"}),
     ("clip-guidance", "+ dense CLIP guidance (class names)",
-     {"train.method": "semivl", "model.clip_init": True, "model.spatial_finetune": True, "model.decoder": "vlg",
-      "classes.guidance": "names"}),
+     {"train.method": "semivl", "model.encoder": "clip", "model.clip_init": True, "model.spatial_finetune": True,
+      "model.decoder": "vlg", "classes.guidance": "names"}),
     ("class-definitions", "+ class definitions (concept lists) = SemiVL",
-     {"train.method": "semivl", "model.clip_init": True, "model.spatial_finetune": True, "model.decoder": "vlg",
-      "classes.guidance": "concepts"}),
+     {"train.method": "semivl", "model.encoder": "clip", "model.clip_init": True, "model.spatial_finetune": True,
+      "model.decoder": "vlg", "classes.guidance": "concepts"}),
 )
+# The official baseline fine-tunes its ImageNet backbone at lr x0.001; from a random init (no weights) it must learn.
+IMAGENET_ENCODER_LR_MULT = 0.001
 ABLATION_COMMON = {"classes.definitions": "names"}
 
 
@@ -56,6 +59,7 @@ class StudyRun:
     seed: int
     iterations: int
     miou: float
+    encoder: str = ""  # where its encoder's weights came from (train metrics), e.g. "... random init"
 
 
 def _finished(exp_show: list, prefix: str):
@@ -75,7 +79,7 @@ def _run(name: str, params: dict, metrics: dict, method: str) -> StudyRun:
     labeled = params["split"]["labeled"]
     return StudyRun(name=name, method=method, budget=ALL if labeled == ALL else str(metrics["labeled_images"]),
                     seed=int(params["train"]["seed"]), iterations=int(metrics["iterations"]),
-                    miou=float(metrics["miou"]))
+                    miou=float(metrics["miou"]), encoder=str(metrics.get("encoder", "")))
 
 
 def study_runs(exp_show: list) -> list[StudyRun]:
@@ -108,7 +112,8 @@ def ablation_runs(exp_show: list) -> list[StudyRun]:
 
 
 def summarize_ablation(runs: list[StudyRun]) -> dict:
-    """{"iterations": N, "labeled": "13", "rows": [{"row": paper row, "miou": [seed0, ...]}, ...]} in row order."""
+    """{"iterations": N, "labeled": "13", "rows": [{"row": paper row, "miou": [seed0, ...], "encoder": ...}, ...]}
+    in row order."""
     if not runs:
         raise PipelineError("dvc exp show: no finished ablation experiments (run `semivl-edge study --ablation`)")
     for field in ("iterations", "budget"):
@@ -118,9 +123,9 @@ def summarize_ablation(runs: list[StudyRun]) -> dict:
                                 "old ones with `dvc exp remove`")
     rows = []
     for slug, title, _ in ABLATION_ROWS:
-        values = [round(r.miou, 2) for r in sorted(runs, key=lambda r: r.seed) if r.method == slug]
-        if values:
-            rows.append({"row": title, "miou": values})
+        done = sorted((r for r in runs if r.method == slug), key=lambda r: r.seed)
+        if done:
+            rows.append({"row": title, "miou": [round(r.miou, 2) for r in done], "encoder": done[0].encoder})
     return {"iterations": runs[0].iterations, "labeled": runs[0].budget, "rows": rows}
 
 
@@ -128,13 +133,13 @@ def ablation_markdown(summary: dict) -> str:
     lines = [f"# Ablation ({summary['labeled']} labeled images, {summary['iterations']} iterations per run)", "",
              "The paper's rows (SemiVL Table 4), one strategy added at a time, with the official code's text sources "
              "(semivl_edge.train.config). Best val mIoU (%), mean over seeds; change = against the row above.", "",
-             "| row | seeds | mIoU mean | spread | change |", "|---|---:|---:|---:|---:|"]
+             "| row | seeds | mIoU mean | spread | change | encoder |", "|---|---:|---:|---:|---:|---|"]
     previous = None
     for row in summary["rows"]:
         mean = _mean(row["miou"])
         change = "" if previous is None else f"{mean - previous:+.2f}"
         lines.append(f"| {row['row']} | {len(row['miou'])} | {mean:.2f} | {max(row['miou']) - min(row['miou']):.2f} | "
-                     f"{change} |")
+                     f"{change} | {row.get('encoder', '')} |")
         previous = mean
     return "\n".join(lines) + "\n"
 

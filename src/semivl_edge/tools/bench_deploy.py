@@ -81,7 +81,8 @@ def build_random_model(args: argparse.Namespace):
     from ..model.segmenter import build_model
 
     cfg = ModelConfig(
-        clip_model=args.clip_model, clip_pretrained="none", image_size=args.image_size, clip_init=True,
+        clip_model=args.clip_model, clip_pretrained="none", encoder="clip", imagenet_weights="none",
+        image_size=args.image_size, clip_init=True,
         spatial_finetune=True, decoder="vlg", decoder_dim=args.decoder_dim, skip_blocks=_skip_blocks(args.skip_blocks),
         align_corners=True, num_classes=args.classes, class_names=[f"class_{i}" for i in range(args.classes)],
     )

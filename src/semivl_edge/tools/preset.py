@@ -7,7 +7,8 @@
 A preset only changes values in params.yaml, so `dvc params diff` shows exactly what it changed and
 `dvc exp run -S ...` works on top of it. `voc-paper` leaves three values to you, and says so: `data.root` (your
 VOCdevkit/VOC2012), `clip.pretrained` (the OpenAI ViT-B-16 weights, an open_clip tag or a local file) and
-`split.labeled_file` (the official labeled id list, e.g. UniMatch's splits/pascal/92/labeled.txt).
+`split.labeled_file` (the official labeled id list, e.g. UniMatch's splits/pascal/92/labeled.txt); for the
+ablation's UniMatch(ViT) baseline row, `model.imagenet_weights` (torchvision's vit_b_16 ImageNet state dict).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ VOC_PAPER = {
     "classes.definitions": "names",           # the decoder compares with the class names
     "classes.guidance": "concepts",           # the dense guidance labels pixels by the concept lists
     "classes.templates": ["a photo of a {}"],
+    "model.encoder": "clip",
     "model.clip_init": True,
     "model.spatial_finetune": True,
     "model.decoder": "vlg",
@@ -59,6 +61,7 @@ EMBEDDED = {
     "classes.definitions": "guidelines",
     "classes.guidance": "concepts",
     "classes.templates": ["a photo of a {}."],
+    "model.encoder": "clip",
     "model.clip_init": True,
     "model.spatial_finetune": True,
     "model.decoder": "vlg",
@@ -95,6 +98,7 @@ LEFT_TO_YOU = {
         ("data.root", "your .../VOCdevkit/VOC2012 (with SegmentationClassAug for train_aug)"),
         ("clip.pretrained", "openai (open_clip downloads it) or a local OpenAI ViT-B-16 weights file"),
         ("split.labeled_file", "the official labeled list, e.g. UniMatch's splits/pascal/92/labeled.txt"),
+        ("model.imagenet_weights", "optional: torchvision vit_b_16 ImageNet weights, for the UniMatch(ViT) baseline row"),
     ],
 }
 

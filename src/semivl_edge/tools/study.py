@@ -23,10 +23,13 @@ from pathlib import Path
 
 from ..data.splits import ALL, labeled_count
 from ..errors import PipelineError
+from ..model.clip import PRETRAINED_NONE
+from ..params import Params
 from ..report.study import (
     ABLATION_COMMON,
     ABLATION_PREFIX,
     ABLATION_ROWS,
+    IMAGENET_ENCODER_LR_MULT,
     METHODS,
     PREFIX,
     ablation_runs,
@@ -76,12 +79,18 @@ def _yaml(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def ablation_grid(iterations: int, seeds: list[int], overrides: list[str],
-                  budget: str = BUDGETS["1-115"]) -> list[tuple[str, list[str]]]:
-    """(experiment name, its -S changes) of every ablation run, in the paper's row order."""
+def ablation_grid(iterations: int, seeds: list[int], overrides: list[str], budget: str = BUDGETS["1-115"],
+                  imagenet_weights: str = PRETRAINED_NONE) -> list[tuple[str, list[str]]]:
+    """(experiment name, its -S changes) of every ablation run, in the paper's row order.
+
+    With ImageNet weights (params.yaml model.imagenet_weights) the baseline row fine-tunes its encoder at the
+    official x0.001; from a random init it keeps params.yaml's encoder_lr_mult, or it could not learn at all.
+    """
     labeled_count(budget, 1)
     runs = []
     for slug, _, settings in ABLATION_ROWS:
+        if settings.get("model.encoder") == "imagenet_vit" and imagenet_weights != PRETRAINED_NONE:
+            settings = {**settings, "train.optim.encoder_lr_mult": IMAGENET_ENCODER_LR_MULT}
         for seed in seeds:
             changes = [f"{k}={_yaml(v)}" for k, v in {**settings, **ABLATION_COMMON}.items()]
             changes += [f"split.labeled={budget}", f"train.seed={seed}", f"split.seed={seed}",
@@ -108,7 +117,9 @@ def run(args: argparse.Namespace) -> None:
     if not Path("dvc.yaml").is_file():
         raise PipelineError("dvc.yaml not found: run the study from the project's root")
     if args.ablation:
-        planned = ablation_grid(args.iterations, args.seeds, args.overrides, args.budgets[0])
+        weights = dict(o.split("=", 1) for o in args.overrides if "=" in o).get(
+            "model.imagenet_weights", Params.load().get_str("model.imagenet_weights"))
+        planned = ablation_grid(args.iterations, args.seeds, args.overrides, args.budgets[0], weights)
         finished, write = ablation_runs, write_ablation
     else:
         planned = grid(args.iterations, args.seeds, args.overrides, args.budgets)

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> None:
     cfg = ModelConfig(
         clip_model=args.clip_model,
         clip_pretrained="none",
+        encoder="clip",
+        imagenet_weights="none",
         image_size=args.image_size,
         clip_init=True,
         spatial_finetune=not args.no_spatial_finetune,

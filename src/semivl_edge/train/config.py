@@ -14,19 +14,20 @@ the decoder compares with the class names, the dense CLIP guidance first labels 
 "+ class definitions" switches only the guidance texts to the class file's concept lists (`semivl-edge study
 --ablation` runs these rows):
 
-| paper row                          | train.method | model.clip_init | model.spatial_finetune | model.decoder | classes.guidance |
-|------------------------------------|--------------|-----------------|------------------------|---------------|------------------|
-| UniMatch (ViT)                     | unimatch     | false           | false                  | plain         | -                |
-| + CLIP initialisation              | unimatch     | true            | false                  | plain         | -                |
-| + spatial fine-tuning              | unimatch     | true            | true                   | plain         | -                |
-| + language-guided decoder          | unimatch     | true            | true                   | vlg           | -                |
-| + dense CLIP guidance              | semivl       | true            | true                   | vlg           | names            |
-| + class definitions (= SemiVL)     | semivl       | true            | true                   | vlg           | concepts         |
+| paper row                      | train.method | model.encoder | model.spatial_finetune | model.decoder | classes.guidance |
+|--------------------------------|--------------|---------------|------------------------|---------------|------------------|
+| UniMatch (ViT)                 | unimatch     | imagenet_vit  | false                  | plain         | -                |
+| + CLIP initialisation          | unimatch     | clip          | false                  | plain         | -                |
+| + spatial fine-tuning          | unimatch     | clip          | true                   | plain         | -                |
+| + language-guided decoder      | unimatch     | clip          | true                   | vlg           | -                |
+| + dense CLIP guidance          | semivl       | clip          | true                   | vlg           | names            |
+| + class definitions (= SemiVL) | semivl       | clip          | true                   | vlg           | concepts         |
 
-with `classes.definitions: names` in every row. The paper's UniMatch (ViT) starts from ImageNet weights; here
-`clip_init: false` is a randomly initialised encoder of the same shape. `classes.definitions` chooses the texts the
-decoder compares with (the embedded default uses the guideline sentences); `classes.guidance` the texts the dense
-CLIP guidance labels pixels by (data/text_embeddings/concept_embeddings.safetensors). The embedded default keeps the
+with `classes.definitions: names` in every row. The paper's UniMatch (ViT) is an ImageNet ViT-B/16 fully fine-tuned
+at lr x0.001 (`model.imagenet_weights`, a torchvision vit_b_16 state dict; the study then sets the x0.001); without
+weights it is a random init of the same shape and learns at params.yaml's rate. `classes.definitions` chooses the
+texts the decoder compares with (the embedded default uses the guideline sentences); `classes.guidance` the texts the
+dense CLIP guidance labels pixels by (data/text_embeddings/concept_embeddings.safetensors). The embedded default keeps the
 full SemiVL architecture for all three methods.
 """
 from __future__ import annotations

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from ..atomic import write_json, write_metrics
 from ..data.voc import VOCLayout
-from ..model.clip import describe_pretrained
+from ..errors import PipelineError
+from ..model.segmenter import describe_encoder
 from . import checkpoint as ckpt
 from . import losses, optim
 from .audit import TargetAudit
@@ -155,6 +156,8 @@ class Trainer:
         self.text = inputs.class_embeddings.float().to(self.device)
         self.guidance = None
         if cfg.guided:
+            if mcfg.encoder != "clip":
+                raise PipelineError(f"train.method {cfg.method}: dense CLIP guidance needs model.encoder clip")
             if inputs.concept_embeddings is None:
                 raise ValueError("train.method semivl needs concept embeddings")
             clip = initial_clip_copy(self.segmenter, mcfg, api.build_model).to(self.device)
@@ -414,7 +417,7 @@ class Trainer:
         images_per_step = cfg.batch_size * (3 if cfg.semi_supervised else 1)  # labeled + unlabeled + partner
         metrics = {
             "method": cfg.method,
-            "clip": f"{mcfg.clip_model}, {describe_pretrained(mcfg.clip_pretrained, mcfg.clip_model)}",
+            "encoder": describe_encoder(mcfg),
             "miou": round(self.progress.best_miou, 4),
             "best_iteration": self.progress.best_step,
             "miou_final": round(self.progress.last_miou, 4),
