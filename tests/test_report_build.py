@@ -81,14 +81,26 @@ def test_table_rows_and_reference_rows(fixture_project):
     assert all(r["source"] == REFERENCE for r in reference)
 
     text = outputs.markdown.read_text()
-    assert "| PyTorch (CPU fallback) | cpu (no CUDA; GPU fallback) | 61.0 | 40.00 | 20.00 | 12.50 | 2 |" in text
+    assert "| PyTorch (CPU fallback) | cpu (no CUDA; GPU fallback) | 61.0 | 40.00 | 20.00 | 1.00x | 12.50 | 2 |" in text
+    # Speed-up over eager fp32 PyTorch on the same CPU, per image; none where a row has no per-image latency.
+    assert "| TorchScript (CPU) | CPU (Test CPU) | 60.5 | 44.00 | 22.00 | 0.91x |" in text
+    assert [r["speedup"] for r in measured] == ["1.0", "0.909", "", "", ""]
+    assert all(r["speedup"] == "" for r in reference)
     assert "not measured here" in text and "| TorchScript | Google Pixel 2 | 62.8 | 6658.45 |" in text
     assert "| dog | n/a | n/a |" in text  # absent class: no number invented
     assert "host CPU, not a phone" in text and "reference numbers" in text.lower()
-    for name in ("per_class_iou.png", "latency.png", "qualitative.png"):
+    for name in ("per_class_iou.png", "latency.png", "latency_miou.png", "qualitative.png"):
         path = fixture_project / "reports" / "plots" / name
         assert path in outputs.plots and Image.open(path).format == "PNG"
         assert f"plots/{name}" in text
+
+
+def test_no_speed_up_is_claimed_against_a_gpu_run(fixture_project):
+    path = fixture_project / "reports/metrics/eval_gpu.json"
+    path.write_text(json.dumps(eval_metrics("cuda (Test GPU)", 1, "models/model.safetensors", 61.0, 4.0)))
+    outputs = build_report(fixture_project)
+    assert all(row.speedup is None for row in outputs.rows)
+    assert "n/a: the PyTorch row did not run in fp32 on the CPU the others ran on" in outputs.markdown.read_text()
 
 
 def test_report_says_which_model_it_measures(fixture_project):

@@ -24,14 +24,14 @@ from .comparison import (
     reference_table,
     rows_to_csv,
 )
-from .plots import colorize, latency_plot, per_class_iou_plot, qualitative_plot
+from .plots import colorize, latency_miou_plot, latency_plot, per_class_iou_plot, qualitative_plot
 
 log = logging.getLogger(__name__)
 
 METRICS = {"eval_gpu": "reports/metrics/eval_gpu.json", "eval_cpu": "reports/metrics/eval_cpu.json",
            "mobile": "reports/metrics/mobile.json"}
 PLOTS = {"per_class": "reports/plots/per_class_iou.png", "latency": "reports/plots/latency.png",
-         "qualitative": "reports/plots/qualitative.png"}
+         "latency_miou": "reports/plots/latency_miou.png", "qualitative": "reports/plots/qualitative.png"}
 TRAIN_METRICS = "reports/metrics/train.json"
 MARKDOWN = "reports/comparison.md"
 CSV = "reports/comparison.csv"
@@ -120,6 +120,9 @@ def markdown(rows: list[ComparisonRow], metrics: dict, class_names: list[str], p
            else f"on the {mobile.get('device')} -- host CPU, not a phone (no Android device was used)")
         + f"; their mIoU is computed on the host through the same runtimes, sliding {window.get('window', '?')} px "
         f"windows (stride {window.get('stride', '?')}, short side {window.get('short_side', '?')}).",
+        "- Speed-up: eager fp32 PyTorch's p50 latency per image over the row's, "
+        + ("both on this CPU." if measured[0].speedup is not None
+           else "n/a: the PyTorch row did not run in fp32 on the CPU the others ran on."),
         "- Size: file size in MB (10^6 bytes).",
         "",
         "## Reference: the porting study (not measured here)",
@@ -137,7 +140,8 @@ def markdown(rows: list[ComparisonRow], metrics: dict, class_names: list[str], p
         "## Plots",
         "",
     ]
-    for title, key in (("Per-class IoU", "per_class"), ("Latency", "latency"), ("Predictions", "qualitative")):
+    for title, key in (("Per-class IoU", "per_class"), ("Latency", "latency"), ("Latency against mIoU", "latency_miou"),
+                       ("Predictions", "qualitative")):
         if key in plots:
             lines.append(f"![{title}](plots/{Path(plots[key]).name})")
             lines.append("")
@@ -160,6 +164,8 @@ def build_report(root: str | Path = ".") -> ReportOutputs:
     written["per_class"] = root / PLOTS["per_class"]
     latency_plot(root / PLOTS["latency"], rows)
     written["latency"] = root / PLOTS["latency"]
+    latency_miou_plot(root / PLOTS["latency_miou"], rows)
+    written["latency_miou"] = root / PLOTS["latency_miou"]
     samples = qualitative_samples(root, rows)
     if not samples:
         log.warning("no saved predictions (eval.qualitative is 0?): the qualitative figure says so")

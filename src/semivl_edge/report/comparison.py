@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from ..errors import PipelineError
@@ -44,6 +44,7 @@ class ComparisonRow:
     artifact: str
     source: str
     metrics_key: str = ""  # where the row's per-class IoU and predictions come from (empty for reference rows)
+    speedup: float | None = None  # eager fp32 PyTorch's p50 per image / this row's, both on this CPU (None: not so)
 
     @property
     def is_reference(self) -> bool:
@@ -121,15 +122,27 @@ def study_rows() -> list[ComparisonRow]:
     ]
 
 
+def with_speedups(measured: list[ComparisonRow], on_cpu: bool) -> list[ComparisonRow]:
+    """The rows with their speed-up over the first (eager fp32 PyTorch), per image; only when that row ran on the
+    CPU that the others ran on (a GPU figure is no baseline for a CPU runtime)."""
+    base = measured[0].latency_p50_ms_image
+    if not on_cpu or not base:
+        return measured
+    return [replace(r, speedup=None if not r.latency_p50_ms_image else round(base / r.latency_p50_ms_image, 3))
+            for r in measured]
+
+
 def build_rows(eval_gpu: dict, eval_cpu: dict, mobile: dict, paths: dict[str, str]) -> list[ComparisonRow]:
     """Measured rows (PyTorch, TorchScript, the three mobile artifacts), then the study's reference rows."""
-    pytorch_label = "PyTorch (GPU)" if _field(eval_gpu, paths["eval_gpu"], "cuda") else "PyTorch (CPU fallback)"
-    return [
+    cuda = _field(eval_gpu, paths["eval_gpu"], "cuda")
+    pytorch_label = "PyTorch (GPU)" if cuda else "PyTorch (CPU fallback)"
+    measured = [
         eval_row(eval_gpu, paths["eval_gpu"], pytorch_label, "eval_gpu"),
         eval_row(eval_cpu, paths["eval_cpu"], "TorchScript (CPU)", "eval_cpu"),
         *mobile_rows(mobile, paths["mobile"]),
-        *study_rows(),
     ]
+    on_cpu = not cuda and _field(eval_gpu, paths["eval_gpu"], "amp", required=False) in (None, "none")
+    return [*with_speedups(measured, on_cpu), *study_rows()]
 
 
 CSV_COLUMNS = [f.name for f in fields(ComparisonRow) if f.name != "metrics_key"]
@@ -154,13 +167,15 @@ def _md_escape(text: str) -> str:
 
 def measured_table(rows: list[ComparisonRow]) -> list[str]:
     lines = [
-        "| runtime | device | mIoU % | latency p50 ms / image | latency p50 ms / window | size MB | threads | artifact |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| runtime | device | mIoU % | latency p50 ms / image | latency p50 ms / window | speed-up | size MB | "
+        "threads | artifact |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        speedup = "n/a" if r.speedup is None else f"{r.speedup:.2f}x"
         lines.append(
             f"| {_md_escape(r.runtime)} | {_md_escape(r.device)} | {number_text(r.miou)} | "
-            f"{number_text(r.latency_p50_ms_image, 2)} | {number_text(r.latency_p50_ms_window, 2)} | "
+            f"{number_text(r.latency_p50_ms_image, 2)} | {number_text(r.latency_p50_ms_window, 2)} | {speedup} | "
             f"{number_text(r.size_mb, 2)} | {r.threads if r.threads is not None else 'n/a'} | `{r.artifact}` |"
         )
     return lines

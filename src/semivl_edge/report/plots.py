@@ -68,6 +68,23 @@ def latency_plot(path: Path, rows: Sequence[ComparisonRow]) -> None:
     _save(fig, path)
 
 
+def latency_miou_plot(path: Path, rows: Sequence[ComparisonRow]) -> None:
+    """One point per measured runtime: p50 latency per image against val mIoU (up and to the left is better)."""
+    points = [r for r in rows if not r.is_reference and r.miou is not None and r.latency_p50_ms_image]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in points:
+        ax.scatter(r.latency_p50_ms_image, r.miou, s=40)
+        ax.annotate(r.runtime, (r.latency_p50_ms_image, r.miou), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if not points:
+        ax.text(0.5, 0.5, "no measurements", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50 per image, ms (log)")
+    ax.set_ylabel("val mIoU %")
+    ax.set_title("Latency against mIoU, per runtime (measured here)")
+    ax.grid(alpha=0.3, which="both")
+    _save(fig, path)
+
+
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Class map -> RGB through a [256, 3] palette."""
     return palette[np.asarray(labels, dtype=np.uint8)]
