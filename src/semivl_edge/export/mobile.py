@@ -54,10 +54,13 @@ class WindowModel(nn.Module):
         self.crop_size: int = crop_size
 
     def forward(self, window: Tensor) -> Tensor:
+        return self.window_logits(window, self.text_embeddings)
+
+    def window_logits(self, window: Tensor, text_embeddings: Tensor) -> Tensor:
         x = normalise(window, self.pixel_mean, self.pixel_std)
         if self.size != self.crop_size:
             x = F.interpolate(x, size=[self.crop_size, self.crop_size], mode="bilinear", align_corners=False)
-        logits = self.network(x, self.text_embeddings)
+        logits = self.network(x, text_embeddings)
         if self.size != self.crop_size:
             logits = F.interpolate(logits, size=[self.size, self.size], mode="bilinear", align_corners=False)
         return logits
@@ -217,10 +220,15 @@ def delegation_summary(graph_module) -> dict:
 def export_executorch(window_model: nn.Module, input_size: int, path: str | Path) -> dict:
     """Lower `window_model` (eager or pt2e-quantized) to a `.pte` with the XNNPACK delegate; returns its
     delegation summary."""
+    return lower_to_executorch(window_model, (example_window(input_size),), path)
+
+
+def lower_to_executorch(module: nn.Module, example: tuple, path: str | Path, dynamic_shapes=None) -> dict:
+    """torch.export `module` on `example` (dynamic_shapes as torch.export takes them), lower it with the XNNPACK
+    delegate and write the `.pte` atomically; returns its delegation summary."""
     XnnpackPartitioner, to_edge_transform_and_lower, UnshareConstants = _executorch()
-    example = (example_window(input_size),)
     with quiet_export(), _quiet_constant_copies(), torch.no_grad():
-        program = torch.export.export(window_model, example, strict=False)
+        program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
         edge = to_edge_transform_and_lower(program, transform_passes=[UnshareConstants()],
                                            partitioner=[XnnpackPartitioner()])
         delegation = delegation_summary(edge.exported_program().graph_module)

@@ -6,6 +6,8 @@ Writes
   segment(image, text_embeddings) for other class sets);
 - models/mobile/model.ptl (lite interpreter), model_fp32.pte and model_int8.pte (ExecuTorch,
   XNNPACK): uint8 [1,3,S,S] -> logits [1,C,S,S], S = mobile.input_size, preprocessing inside;
+  for open vocabulary on the phone, text_encoder.pte (CLIP's text tower: tokens [N,L] -> embeddings
+  [N,E]) and model_segment_fp32.pte ((window, text embeddings [C,E]) -> logits; VLG decoder only);
   manifest.json describes them for an app;
 - reports/metrics/export_torchscript.json: parity of every file with the PyTorch model on val
   images (max abs logit difference, argmax agreement), sizes in MB.
@@ -31,9 +33,18 @@ from ..evaluation.inference import (
     predict_windows,
 )
 from ..export.mobile import WindowModel, export_executorch, export_lite, quantize_int8
+from ..export.open_vocabulary import (
+    ExecuTorchMethod,
+    SegmentWindowModel,
+    TextEncoder,
+    export_segment_window,
+    export_text_encoder,
+)
 from ..export.runtimes import load_runtime
 from ..export.torchscript import Parity, measure_parity, save_torchscript, script_pipeline
+from ..model.clip import get_tokenizer, load_clip
 from ..model.io import load_model
+from ..model.text import encode_texts
 from ..params import Params
 
 log = logging.getLogger(__name__)
@@ -154,6 +165,12 @@ def run(params: Params) -> None:
             mobile[key] = {**parity.to_metrics(), "size_mb": round((out / name).stat().st_size / 1e6, 3)}
             if key in delegation:
                 mobile[key]["xnnpack"] = delegation[key]
+        files = {"model.ptl": "PyTorch lite interpreter", "model_fp32.pte": "ExecuTorch XNNPACK fp32",
+                 "model_int8.pte": "ExecuTorch XNNPACK int8 (static, per-channel)"}
+        open_vocabulary = export_open_vocabulary(network, model_cfg, text_embeddings, cfg, input_size, out,
+                                                 parity_images, window_reference, max_diff, min_agreement)
+        mobile.update(open_vocabulary["metrics"])
+        files.update(open_vocabulary["files"])
         write_json(out / "manifest.json", {
             "input": f"uint8 RGB [1,3,{input_size},{input_size}] (one window; /255 and mean/std normalisation inside)",
             "output": f"float logits [1,{num_classes},{input_size},{input_size}]",
@@ -161,10 +178,62 @@ def run(params: Params) -> None:
             "windows": {"short_side": cfg.for_window(input_size).short_side, "stride": cfg.for_window(input_size).stride,
                         "pad_rgb": list(PAD_RGB)},
             "class_names": list(model_cfg.class_names),
-            "files": {"model.ptl": "PyTorch lite interpreter", "model_fp32.pte": "ExecuTorch XNNPACK fp32",
-                      "model_int8.pte": "ExecuTorch XNNPACK int8 (static, per-channel)"},
+            "text_encoder": open_vocabulary["text_encoder"],
+            "files": files,
         })
         metrics["mobile"] = mobile
     write_metrics(STAGE, metrics)
     log.info("export_torchscript: wrote %s and %s", TORCHSCRIPT, MOBILE_DIR)
 
+
+
+def export_open_vocabulary(network, model_cfg, text_embeddings, cfg, input_size, out, parity_images, window_reference,
+                           max_diff, min_agreement) -> dict:
+    """text_encoder.pte and model_segment_fp32.pte, each checked against PyTorch: the text tower on the class
+    names' prompts, the segmenter on the model's own class set and on half of it (another class count)."""
+    clip = load_clip(model_cfg.clip_model, model_cfg.clip_pretrained, quick_gelu=model_cfg.clip_quick_gelu)
+    tokenizer = get_tokenizer(model_cfg.clip_model)
+    encoder = TextEncoder(clip)
+    log.info("ExecuTorch text encoder (CLIP %s text tower, any number of prompts): %s", model_cfg.clip_model,
+             MOBILE_DIR / "text_encoder.pte")
+    delegation = export_text_encoder(encoder, tokenizer, out / "text_encoder.pte")
+    prompts = [f"a photo of a {name}." for name in model_cfg.class_names]
+    tokens = tokenizer(prompts).to(torch.int64)
+    on_device = ExecuTorchMethod(out / "text_encoder.pte")(tokens)
+    text_diff = float((on_device - encode_texts(clip, tokenizer, prompts)).abs().max())
+    log.info("%s parity: max |embedding diff| %.3g on %d class-name prompts", MOBILE_DIR / "text_encoder.pte",
+             text_diff, len(prompts))
+    if text_diff > max_diff:
+        raise PipelineError(f"{MOBILE_DIR / 'text_encoder.pte'}: embeddings differ from PyTorch by {text_diff:.3g} "
+                            f"> export.max_abs_diff {max_diff:g}")
+    metrics = {"text_encoder": {"max_abs_diff": round(text_diff, 8), "prompts": len(prompts), "xnnpack": delegation,
+                                "size_mb": round((out / "text_encoder.pte").stat().st_size / 1e6, 3)}}
+    files = {"text_encoder.pte": "ExecuTorch XNNPACK fp32: CLIP text tower, int64 tokens [N, L] -> normalised [N, E]"}
+    about = {"file": "text_encoder.pte", "tokenizer": "CLIP BPE (open_clip SimpleTokenizer), int64",
+             "context_length": encoder.context_length, "embedding_size": int(text_embeddings.shape[1]),
+             "class_embedding": "mean of a class's normalised prompt embeddings, normalised again"}
+    if model_cfg.decoder != "vlg":
+        log.info("model.decoder %s ignores the text: no model_segment_fp32.pte", model_cfg.decoder)
+        return {"metrics": metrics, "files": files, "text_encoder": about}
+
+    segment = SegmentWindowModel(network, text_embeddings, model_cfg.pixel_mean, model_cfg.pixel_std, input_size,
+                                 cfg.crop_size).eval()
+    log.info("ExecuTorch fp32 segmenter taking text embeddings (any class count): %s",
+             MOBILE_DIR / "model_segment_fp32.pte")
+    delegation = export_segment_window(segment, out / "model_segment_fp32.pte")
+    method = ExecuTorchMethod(out / "model_segment_fp32.pte")
+    parity = measure_parity(window_reference, lambda x: predict_windows(lambda w: method(w, text_embeddings), x, cfg,
+                                                                      window_size=input_size), parity_images)
+    check_parity(str(MOBILE_DIR / "model_segment_fp32.pte"), parity, max_diff, min_agreement)
+    subset = text_embeddings[: max(1, len(text_embeddings) // 2)]
+    subset_parity = measure_parity(
+        lambda x: predict_windows(lambda w: segment(w, subset), x, cfg, window_size=input_size),
+        lambda x: predict_windows(lambda w: method(w, subset), x, cfg, window_size=input_size), parity_images[:1])
+    check_parity(f"{MOBILE_DIR / 'model_segment_fp32.pte'} with {len(subset)} classes", subset_parity, max_diff,
+                 min_agreement)
+    metrics["pte_segment_fp32"] = {**parity.to_metrics(), "subset_max_abs_diff": round(subset_parity.max_abs_diff, 8),
+                                   "size_mb": round((out / "model_segment_fp32.pte").stat().st_size / 1e6, 3),
+                                   "xnnpack": delegation}
+    files["model_segment_fp32.pte"] = ("ExecuTorch XNNPACK fp32: (uint8 window [1,3,S,S], text embeddings [C,E]) -> "
+                                       "logits [1,C,S,S], any class set")
+    return {"metrics": metrics, "files": files, "text_encoder": about}
