@@ -29,6 +29,7 @@ from ..atomic import atomic_path
 from ..errors import PipelineError
 from ..evaluation.inference import normalise
 from .torchscript import quiet_torchscript, trace_network
+from .xnnpack_ops import XnnpackGroupNorm, XnnpackLayerNorm, xnnpack_friendly
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,10 @@ def quantize_int8(window_model: WindowModel, calibration: Iterable[Tensor]) -> n
 
     example = (example_window(window_model.size),)
     with quiet_export():
-        captured = torch.export.export(window_model.eval(), example, strict=False).module()
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        captured = torch.export.export(xnnpack_friendly(window_model.eval()), example, strict=False).module()
+        # The norms stay float (their statistics would lose too much in int8), inside the delegate all the same.
+        quantizer = (XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+                     .set_module_type(XnnpackLayerNorm, None).set_module_type(XnnpackGroupNorm, None))
         prepared = prepare_pt2e(captured, quantizer)
         seen = 0
         with torch.no_grad():
@@ -225,8 +228,11 @@ def export_executorch(window_model: nn.Module, input_size: int, path: str | Path
 
 def lower_to_executorch(module: nn.Module, example: tuple, path: str | Path, dynamic_shapes=None) -> dict:
     """torch.export `module` on `example` (dynamic_shapes as torch.export takes them), lower it with the XNNPACK
-    delegate and write the `.pte` atomically; returns its delegation summary."""
+    delegate and write the `.pte` atomically; returns its delegation summary. An eager module is first rewritten
+    into operators XNNPACK takes (export.xnnpack_ops); a pt2e-quantized one already was, by quantize_int8."""
     XnnpackPartitioner, to_edge_transform_and_lower, UnshareConstants = _executorch()
+    if not isinstance(module, torch.fx.GraphModule):
+        module = xnnpack_friendly(module)
     with quiet_export(), _quiet_constant_copies(), torch.no_grad():
         program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
         edge = to_edge_transform_and_lower(program, transform_passes=[UnshareConstants()],

@@ -103,10 +103,28 @@ def multi_head_attention(
 ) -> torch.Tensor:
     """Self-attention over x [N, L, C] with packed q/k/v projection weights (the CLIP/open_clip layout)."""
     n, length, channels = x.shape
+    if torch.compiler.is_exporting():
+        return out(_exported_attention(F.linear(x, qkv_weight, qkv_bias), heads))
     qkv = F.linear(x, qkv_weight, qkv_bias).reshape(n, length, 3, heads, channels // heads)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     y = F.scaled_dot_product_attention(q, k, v)
     return out(y.transpose(1, 2).reshape(n, length, channels))
+
+
+def _exported_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """scaled_dot_product_attention's arithmetic in the operators XNNPACK takes (slice, permute, bmm, softmax):
+    torch.export spells SDPA with a masking pattern (eq / any / where / full_like) and 4-d matmuls with expands
+    that XNNPACK does not take, each a cut in the delegated graph. qkv [N, L, 3C] -> [N, L, C]."""
+    n, length, packed = qkv.shape
+    channels, width = packed // 3, packed // 3 // heads
+
+    def split(index: int) -> torch.Tensor:  # [N * heads, L, width]
+        part = qkv[:, :, index * channels:(index + 1) * channels].reshape(n, length, heads, width)
+        return part.permute(0, 2, 1, 3).reshape(n * heads, length, width)
+
+    scores = torch.bmm(split(0) * width ** -0.5, split(1).transpose(1, 2))
+    y = torch.bmm(torch.softmax(scores, dim=-1), split(2))
+    return y.reshape(n, heads, length, width).permute(0, 2, 1, 3).reshape(n, length, channels)
 
 
 class TransformerLayer(nn.Module):

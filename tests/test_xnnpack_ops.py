@@ -1,0 +1,65 @@
+"""The export-time rewrite into XNNPACK's operators: the same numbers, and the graph kept inside the delegate."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semivl_edge.export.mobile import WindowModel, example_window, lower_to_executorch
+from semivl_edge.export.runtimes import load_runtime
+from semivl_edge.export.xnnpack_ops import XnnpackGroupNorm, XnnpackLayerNorm, xnnpack_friendly
+from semivl_edge.model.blocks import _exported_attention, multi_head_attention
+from semivl_edge.model.segmenter import build_model
+
+from conftest import model_config
+
+
+def randomised(norm: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    return norm
+
+
+def test_the_rewritten_norms_compute_the_library_norms():
+    x = torch.randn(2, 7, 48) * 3 + 1
+    layer_norm = randomised(nn.LayerNorm(48, eps=1e-5))
+    torch.testing.assert_close(XnnpackLayerNorm(layer_norm)(x), layer_norm(x), atol=1e-5, rtol=1e-5)
+    maps = torch.randn(3, 32, 5, 6) * 2 - 1
+    group_norm = randomised(nn.GroupNorm(2, 32))
+    torch.testing.assert_close(XnnpackGroupNorm(group_norm)(maps), group_norm(maps), atol=1e-5, rtol=1e-5)
+
+
+def test_the_rewritten_attention_computes_scaled_dot_product_attention():
+    x, qkv = torch.randn(2, 9, 64), nn.Linear(64, 192)
+    out = nn.Linear(64, 64)
+    expected = multi_head_attention(x, qkv.weight, qkv.bias, out, heads=4)
+    torch.testing.assert_close(out(_exported_attention(qkv(x), heads=4)), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_rewrite_keeps_the_weights_and_leaves_the_model_alone():
+    network = build_model(model_config(image_size=64, num_classes=5)).eval()
+    friendly = xnnpack_friendly(network)
+    assert not any(isinstance(m, (nn.LayerNorm, nn.GroupNorm)) for m in friendly.modules())
+    assert any(isinstance(m, nn.LayerNorm) for m in network.modules())  # the original is untouched
+    images, text = torch.randn(1, 3, 64, 64), F.normalize(torch.randn(5, 128), dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(friendly(images, text), network(images, text), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_exported_segmenter_runs_inside_xnnpack_but_for_a_few_ops(tmp_path):
+    torch.manual_seed(0)
+    network = build_model(model_config(image_size=64, num_classes=21)).eval()
+    window_model = WindowModel(network, F.normalize(torch.randn(21, 128), dim=-1), (0.5,) * 3, (0.25,) * 3, 64, 64)
+    summary = lower_to_executorch(window_model.eval(), (example_window(64),), tmp_path / "model.pte")
+    left = summary["non_delegated_by_operator"]
+    # No norm and no attention masking left to the portable kernels; few hand-overs (was 54 pieces, 307 nodes).
+    for op in ("native_layer_norm", "native_group_norm", "logical_not", "any_dim", "full_like", "where_self"):
+        assert not any(op in name for name in left), (op, left)
+    assert summary["delegated_pieces"] <= 12 and summary["non_delegated_nodes"] <= 80, summary
+    window = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(load_runtime(tmp_path / "model.pte")(window), window_model(window),
+                                   atol=1e-4, rtol=1e-4)
