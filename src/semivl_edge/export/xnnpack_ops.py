@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..model.blocks import AtrousConv2d
+
 
 class XnnpackLayerNorm(nn.Module):
     """nn.LayerNorm over the last axis, from matmuls and elementwise ops."""
@@ -55,8 +57,27 @@ class XnnpackGroupNorm(nn.Module):
         return y * self.weight.reshape(1, c, 1, 1) + self.bias.reshape(1, c, 1, 1)
 
 
+class XnnpackAtrousConv2d(nn.Module):
+    """AtrousConv2d with its centre tap as a weight of its own: XNNPACK convolves only with constant weights, and
+    the tap sliced out of the full kernel at run time is not one (the convolution then fell to the portable
+    kernels)."""
+
+    def __init__(self, conv: AtrousConv2d):
+        super().__init__()
+        self.conv = conv
+        kh, kw = conv.kernel_size
+        self.centre = nn.Parameter(conv.weight.detach()[:, :, kh // 2: kh // 2 + 1, kw // 2: kw // 2 + 1].clone(),
+                                   requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        kh, (dh, dw) = self.conv.kernel_size[0], self.conv.dilation
+        if kh > 1 and dh >= x.shape[-2] and dw >= x.shape[-1]:
+            return F.conv2d(x, self.centre, self.conv.bias)
+        return self.conv(x)
+
+
 def xnnpack_friendly(module: nn.Module) -> nn.Module:
-    """A copy of `module` with every LayerNorm and GroupNorm in the XNNPACK-friendly spelling (weights shared)."""
+    """A copy of `module` with every LayerNorm, GroupNorm and atrous conv in the XNNPACK-friendly spelling."""
     module = copy.deepcopy(module)
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
@@ -64,4 +85,6 @@ def xnnpack_friendly(module: nn.Module) -> nn.Module:
                 setattr(parent, name, XnnpackLayerNorm(child))
             elif isinstance(child, nn.GroupNorm):
                 setattr(parent, name, XnnpackGroupNorm(child))
+            elif isinstance(child, AtrousConv2d):
+                setattr(parent, name, XnnpackAtrousConv2d(child))
     return module

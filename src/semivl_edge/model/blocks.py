@@ -144,6 +144,19 @@ class TransformerLayer(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """F.normalize(x, dim=dim); when exporting, spelled with XNNPACK's 4-d inner-axes mean (its only reduction)
+    instead of the norm's pow / sum, which stay outside the delegate and cut the graph."""
+    if not torch.compiler.is_exporting():
+        return F.normalize(x, dim=dim)
+    moved = x.movedim(dim, -1)
+    size = moved.shape
+    squares = (moved * moved).reshape(-1, 1, size[-1], 1)  # [M, 1, E, 1]: the axis to reduce is an inner one
+    sum_of_squares = squares.mean(dim=(2, 3), keepdim=True) * size[-1]
+    scale = torch.rsqrt(torch.clamp(sum_of_squares, min=1e-24)).reshape(*size[:-1], 1)  # 1 / max(norm, 1e-12)
+    return (moved * scale).movedim(-1, dim)
+
+
 def per_class(x: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Repeat a map shared by all classes [B, C, H, W] into the per-class batch [B * n, C, H, W]."""
     b, c, h, w = x.shape

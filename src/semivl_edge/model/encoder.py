@@ -13,7 +13,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from ..errors import PipelineError
-from .blocks import multi_head_attention
+from .blocks import l2_normalize, multi_head_attention
 
 
 def resize_position_embedding(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
@@ -128,4 +128,4 @@ class DenseCLIPEncoder(nn.Module):
                 skips.append(self._to_map(self._value_path(index, x[:, 1:]), h, w))
             x = self._block(index, x)
         dense = self.visual.ln_post(self._value_path(last, x[:, 1:])) @ self.visual.proj  # [B, h*w, E]
-        return skips[0], skips[1], self._to_map(F.normalize(dense, dim=-1), h, w)
+        return skips[0], skips[1], self._to_map(l2_normalize(dense, dim=-1), h, w)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ASPP, SkipProjection, TransformerLayer, UpBlock, fast_layout, per_class, resize
+from .blocks import ASPP, SkipProjection, TransformerLayer, UpBlock, fast_layout, l2_normalize, per_class, resize
 
 SEMANTIC_LAYERS = 2
 SEMANTIC_HEADS = 4
@@ -49,12 +49,15 @@ class VLGDecoder(nn.Module):
         The dense map is re-normalised here although the encoder normalises it: the feature-perturbed branch of
         training feeds it after dropout2d (zeroed channels, the rest scaled 2x), and the official head, too,
         compares cosines there."""
-        text = F.normalize(text_embeddings, dim=-1)
-        return torch.einsum("bchw,nc->bnhw", F.normalize(dense, dim=1), text)
+        text = l2_normalize(text_embeddings, dim=-1)
+        return torch.einsum("bchw,nc->bnhw", l2_normalize(dense, dim=1), text)
 
     def _semantic(self, x: torch.Tensor, text_tokens: torch.Tensor, layer: TransformerLayer, batch: int) -> torch.Tensor:
         num_classes, dim = text_tokens.shape
-        pooled = F.avg_pool2d(x, SEMANTIC_POOL, ceil_mode=True)  # [B*n, d, ph, pw]
+        if x.shape[-2] % SEMANTIC_POOL or x.shape[-1] % SEMANTIC_POOL:
+            pooled = F.avg_pool2d(x, SEMANTIC_POOL, ceil_mode=True)  # [B*n, d, ph, pw]
+        else:  # the same numbers (no partial windows, no padding), in the only form XNNPACK takes
+            pooled = F.avg_pool2d(x, SEMANTIC_POOL, stride=SEMANTIC_POOL, count_include_pad=False)
         ph, pw = pooled.shape[-2:]
         tokens = pooled.reshape(batch, num_classes, dim, ph * pw).permute(0, 3, 1, 2)  # [B, P, n, d]
         tokens = tokens.reshape(batch * ph * pw, num_classes, dim)
@@ -78,7 +81,7 @@ class VLGDecoder(nn.Module):
         x = fast_layout(self.spatial_stem(x))
         x = x + self.spatial_aspp(x)
 
-        text_tokens = F.relu(self.text_projection(F.normalize(text_embeddings, dim=-1)))
+        text_tokens = F.relu(self.text_projection(l2_normalize(text_embeddings, dim=-1)))
         for layer in self.semantic_layers:
             x = self._semantic(x, text_tokens, layer, batch)
 
