@@ -30,6 +30,7 @@ TINY_PARAMS = {
     "model": {"decoder_dim": 16},
     "train": {"iterations": 6, "batch_size": 2, "crop_size": 32, "base_size": 32, "eval_every": 3,
               "checkpoint_every": 2, "workers": 0, "device": "cpu"},
+    "distill": {"iterations": 3, "batch_size": 2, "device": "cpu"},
     "eval": {"short_side": 32, "crop_size": 32, "stride": 32, "repeats": 2, "warmup": 1, "qualitative": 2},
     "mobile": {"input_size": 32, "calibration_images": 2, "repeats": 2, "warmup": 1, "device": "host"},
 }

@@ -89,6 +89,7 @@ def test_eval_gpu_without_cuda_says_cpu_fallback(project, tmp_path, monkeypatch)
     params, ids = project
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.safetensors").write_bytes(b"x" * 2000)
+    (tmp_path / "models" / "student.safetensors").write_bytes(b"x" * 1000)
     stand_in_model(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     from semivl_edge.pipeline import eval_gpu
@@ -105,14 +106,19 @@ def test_eval_gpu_without_cuda_says_cpu_fallback(project, tmp_path, monkeypatch)
     assert metrics["size_mb"] == 0.002 and metrics["amp"] == "none"
     assert sorted(p.name for p in (tmp_path / "reports/eval_gpu/predictions").iterdir()) == [f"{i}.png" for i in ids[:2]]
     assert (tmp_path / "reports/eval_gpu/per_class_iou.csv").read_text().startswith("class,iou,")
+    student = metrics["student"]  # the distilled student, scored the same way, its files beside the teacher's
+    assert student["artifact"] == "models/student.safetensors" and student["miou"] == 100.0
+    assert student["size_mb"] == 0.001 and student["device"] == metrics["device"]
+    assert len(list((tmp_path / "reports/eval_gpu/student/predictions").iterdir())) == 2
 
 
 def test_eval_cpu_runs_the_torchscript_file(project, tmp_path):
     params, _ = project
     (tmp_path / "models").mkdir()
     exported = {"input_size": None, "inference": {"mode": "sliding", "short_side": SIZE, "crop_size": 8, "stride": 8}}
-    torch.jit.save(torch.jit.script(OraclePipeline()), str(tmp_path / "models/model.ts"),
-                   _extra_files={"semivl_edge.json": json.dumps(exported)})
+    for name in ("model.ts", "student.ts"):
+        torch.jit.save(torch.jit.script(OraclePipeline()), str(tmp_path / "models" / name),
+                       _extra_files={"semivl_edge.json": json.dumps(exported)})
     from semivl_edge.pipeline import eval_cpu
 
     eval_cpu.run(params)
@@ -123,6 +129,8 @@ def test_eval_cpu_runs_the_torchscript_file(project, tmp_path):
     assert metrics["miou"] == 100.0 and metrics["threads"] == 1 and metrics["cuda"] == 0
     assert metrics["device"].startswith("CPU (") and metrics["runtime"] == "TorchScript"
     assert (tmp_path / "reports/eval_cpu/predictions").is_dir()
+    assert metrics["student"]["artifact"] == "models/student.ts" and metrics["student"]["miou"] == 100.0
+    assert (tmp_path / "reports/eval_cpu/student/predictions").is_dir()
 
 
 @pytest.mark.parametrize("content", [None, b"", b"definitely not a zip archive"])

@@ -59,6 +59,19 @@ class StandIn(nn.Module):
         return F.interpolate(logits, size=[images.shape[2], images.shape[3]], mode="bilinear", align_corners=False)
 
 
+def student_stand_in(embed_dim: int, names: list[str]) -> nn.Module:
+    """The real distilled student's network (random init) with BN statistics that are not the identity."""
+    from semivl_edge.model.student import StudentConfig, build_student
+
+    torch.manual_seed(1)
+    student = build_student(StudentConfig(embed_dim=embed_dim, num_classes=len(names), class_names=names,
+                                          head_channels=16))
+    with torch.no_grad():
+        for _ in range(2):
+            student(torch.randn(2, 3, SIZE, SIZE), torch.zeros(len(names), embed_dim))
+    return student.eval()
+
+
 def smooth_image(index: int, height: int, width: int) -> np.ndarray:
     """Smooth colour blobs rather than noise: closer to photos, and JPEG keeps them intact."""
     base = np.random.default_rng(index).integers(0, 256, size=(height // 8 + 1, width // 8 + 1, 3)).astype(np.uint8)
@@ -86,12 +99,14 @@ def project(tmp_path_factory):
     cfg = model_config(image_size=SIZE, num_classes=CLASSES, class_names=names)
     network = StandIn(int(cfg.embed_dim)).eval()
     text = F.normalize(torch.randn(CLASSES, int(cfg.embed_dim)), dim=-1)
+    student = student_stand_in(int(cfg.embed_dim), names)
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(root)
-        monkeypatch.setattr(stage, "load_model", lambda path: (network, cfg, text))
+        monkeypatch.setattr(stage, "load_model", lambda path: (student, student.cfg, text) if "student" in str(path)
+                            else (network, cfg, text))
         try:
             stage.run(Params(PARAMS))
         finally:
@@ -124,6 +139,23 @@ def test_stage_writes_every_artifact_and_the_metrics(project):
         assert sum(xnnpack["non_delegated_by_operator"].values()) == xnnpack["non_delegated_nodes"]
     manifest = json.loads((root / "models/mobile/manifest.json").read_text())
     assert manifest["input_size"] == SIZE and len(manifest["class_names"]) == CLASSES
+
+
+def test_the_student_is_exported_and_checked_as_the_teacher(project):
+    root, *_ = project
+    for name in ("models/student.ts", "models/mobile/student.ptl", "models/mobile/student_fp32.pte",
+                 "models/mobile/student_int8.pte", "models/mobile/student_segment_fp32.pte"):
+        assert (root / name).is_file() and (root / name).stat().st_size > 0, name
+    student = json.loads((root / "reports/metrics/export_torchscript.json").read_text())["student"]
+    for entry in (student["torchscript"], student["mobile"]["ptl"], student["mobile"]["pte_fp32"],
+                  student["mobile"]["pte_segment_fp32"]):
+        assert entry["max_abs_diff"] < 1e-3 and entry["argmax_agreement_pct"] >= 99.9
+    assert student["mobile"]["pte_int8"]["argmax_agreement_pct"] > 80.0
+    for key in ("pte_fp32", "pte_int8"):  # the convolutional student runs wholly in XNNPACK
+        xnnpack = student["mobile"][key]["xnnpack"]
+        assert xnnpack["delegated_pieces"] == 1, (key, xnnpack["non_delegated_by_operator"])
+    files = json.loads((root / "models/mobile/manifest.json").read_text())["files"]
+    assert {"student_fp32.pte", "student_int8.pte", "student_segment_fp32.pte"} <= set(files)
 
 
 def test_exported_files_reproduce_pytorch(project):
@@ -200,21 +232,28 @@ def test_bench_deploy_times_every_runtime_and_writes_the_table(tmp_path, monkeyp
     bench_deploy.add_arguments(parser)
     args = parser.parse_args(["--clip-model", "semivl-tiny", "--image-size", str(SIZE), "--classes", str(CLASSES),
                               "--threads", "1", "--warmup", "0", "--repeats", "2", "--calibration", "2",
-                              "--out", str(tmp_path)])
+                              "--student", "--out", str(tmp_path)])
     before = torch.get_num_threads()
     try:
         bench_deploy.run(args)
     finally:
         torch.set_num_threads(before)
-    result = json.loads((tmp_path / f"deploy_semivl-tiny_{SIZE}.json").read_text())
+    result = json.loads((tmp_path / f"deploy_semivl-tiny_{SIZE}_student.json").read_text())
     assert set(result["runtimes"]) == set(bench_deploy.RUNTIMES)
     for key, entry in result["runtimes"].items():
         assert entry["latency_ms"]["count"] == 2 and entry["latency_ms"]["mean"] > 0, key
     assert result["runtimes"]["pte_fp32"]["argmax_agreement_pct"] >= 99.9
     assert result["threads"] == 1 and result["optimize_for_mobile_applied"] == int(xnnpack_in_torch())
-    table = (tmp_path / f"deploy_semivl-tiny_{SIZE}.md").read_text()
+    table = (tmp_path / f"deploy_semivl-tiny_{SIZE}_student.md").read_text()
     assert "ExecuTorch XNNPACK int8 .pte" in table and "| runtime |" in table
     assert set(result["xnnpack_delegation"]) == {"pte_fp32", "pte_int8"} and "| delegated pieces |" in table
     roof = result["roofline"]
     assert roof["gflops_per_window"] > 0 and roof["matmul_gflops_per_s"] > 0 and "Roofline:" in table
     assert set(roof["p50_over_floor"]) == set(bench_deploy.RUNTIMES)
+    # --student: the distilled student timed the same way, beside the teacher, every operator in XNNPACK
+    student = result["student"]
+    assert set(student["runtimes"]) == set(student["p50_share_of_teacher"]) == set(bench_deploy.RUNTIMES)
+    assert student["runtimes"]["pte_fp32"]["argmax_agreement_pct"] >= 99.9
+    for key in ("pte_fp32", "pte_int8"):
+        assert student["xnnpack_delegation"][key]["delegated_pieces"] == 1, key
+    assert "## The distilled student" in table and "as a share of SemiVL's" in table

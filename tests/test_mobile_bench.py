@@ -73,7 +73,7 @@ def mobile_project(tmp_path, monkeypatch):
     params, _ = make_project(tmp_path)
     mobile = tmp_path / "models" / "mobile"
     mobile.mkdir(parents=True)
-    for name in ("model_fp32.pte", "model_int8.pte", "model.ptl"):
+    for name in ("model_fp32.pte", "model_int8.pte", "model.ptl", "student_fp32.pte", "student_int8.pte", "student.ptl"):
         (mobile / name).write_bytes(b"\0" * 2000)
     monkeypatch.setattr("semivl_edge.pipeline.bench_mobile.load_runtime", WindowStandIn)
     return params
@@ -124,13 +124,14 @@ def test_phone_over_adb(mobile_project, fake_adb):
     assert ["push", "tools/android/executor_runner", f"{remote}/executor_runner"] in on_phone
     assert ["push", "tools/android/speed_benchmark_torch", f"{remote}/speed_benchmark_torch"] in on_phone
     assert ["shell", f"chmod 755 {remote}/executor_runner"] in on_phone
-    for name in ("model_fp32.pte", "model_int8.pte", "model.ptl"):
+    for name in ("model_fp32.pte", "model_int8.pte", "model.ptl", "student_fp32.pte", "student_int8.pte", "student.ptl"):
         assert ["push", f"models/mobile/{name}", f"{remote}/{name}"] in on_phone
     runs = [c[1] for c in on_phone if c[0] == "shell" and " --" in c[1]]
     et = [r for r in runs if r.startswith(f"{remote}/executor_runner ")]
-    assert len(et) == 2 and all("--num_executions=4" in r and "--cpu_threads=1" in r for r in et)
-    assert f"--model_path={remote}/model_int8.pte" in et[1]
-    (pt,) = [r for r in runs if r.startswith(f"{remote}/speed_benchmark_torch ")]
+    assert len(et) == 4 and all("--num_executions=4" in r and "--cpu_threads=1" in r for r in et)
+    assert f"--model_path={remote}/model_int8.pte" in et[1] and f"--model_path={remote}/student_int8.pte" in et[3]
+    pt, student_pt = [r for r in runs if r.startswith(f"{remote}/speed_benchmark_torch ")]
+    assert f"--model={remote}/student.ptl" in student_pt
     assert f"--model={remote}/model.ptl" in pt and f"--input_dims=1,3,{SIZE},{SIZE}" in pt
     assert "--input_type=uint8_t" in pt and "--warmup=1" in pt and "--iter=3" in pt
 
@@ -145,6 +146,8 @@ def test_phone_over_adb(mobile_project, fake_adb):
     assert fp32["miou"] == 100.0 and fp32["miou_device"].startswith("host CPU, ExecuTorch XNNPACK")
     assert "latency_per_image_ms" not in fp32  # host per-image timings do not belong to a phone row
     assert fp32["size_mb"] == 0.002 and fp32["threads"] == 1
+    student = metrics["student"]["artifacts"]["fp32_pte"]  # the distilled student, benchmarked the same way
+    assert student["file"] == "models/mobile/student_fp32.pte" and student["device"] == fp32["device"]
 
 
 def test_host_rows_never_claim_a_phone(mobile_project, fake_adb, monkeypatch, tmp_path):
@@ -159,7 +162,8 @@ def test_host_rows_never_claim_a_phone(mobile_project, fake_adb, monkeypatch, tm
         assert entry["miou"] == 100.0
     assert metrics["windowing"]["window"] == SIZE
     assert adb_commands(fake_adb) == [["devices"]]  # asked for phones, ran nothing on a device
-    assert sorted(p.name for p in (tmp_path / "reports/mobile").iterdir()) == ["fp32_pte", "int8_pte", "ptl"]
+    assert sorted(p.name for p in (tmp_path / "reports/mobile").iterdir()) == ["fp32_pte", "int8_pte", "ptl", "student"]
+    assert sorted(p.name for p in (tmp_path / "reports/mobile/student").iterdir()) == ["fp32_pte", "int8_pte", "ptl"]
 
 
 def test_adb_requested_without_a_ready_phone_fails_clearly(mobile_project, fake_adb, monkeypatch):

@@ -64,8 +64,21 @@ def test_dvc_repro_whole_pipeline_and_metrics_show(reproduced_project):
     assert files["reports/metrics/mobile.json"]["data"]["artifacts"]["fp32_pte"]["miou"] == \
         mobile["artifacts"]["fp32_pte"]["miou"]
 
+    # The distilled student: trained by `distill`, then exported, evaluated and benchmarked beside the teacher.
+    distill = json.loads((root / "reports/metrics/distill.json").read_text())
+    assert distill["iterations"] == 3 and "random init" in distill["student"]
+    assert len((root / "reports/distill/loss.csv").read_text().splitlines()) == 1 + 3
+    for path in RUNTIME_METRICS:
+        student = json.loads((root / path).read_text())["student"]
+        assert 0.0 <= student["miou"] <= 100.0 and student["artifact"].startswith("models/student"), path
+    assert set(mobile["student"]["artifacts"]) == {"fp32_pte", "int8_pte", "ptl"}
+    for entry in (parity["student"]["torchscript"], parity["student"]["mobile"]["pte_fp32"],
+                  parity["student"]["mobile"]["pte_segment_fp32"]):
+        assert entry["max_abs_diff"] <= params["max_abs_diff"]
+    assert files["reports/metrics/eval_gpu.json"]["data"]["student"]["miou"] == eval_gpu["student"]["miou"]
+
     table = (root / "reports/comparison.md").read_text()
-    for row in ("TorchScript", "ExecuTorch fp32", "ExecuTorch int8", "porting study"):
+    for row in ("TorchScript", "ExecuTorch fp32", "ExecuTorch int8", "porting study", "| student |"):
         assert row in table
     for plot in ("per_class_iou.png", "latency.png", "qualitative.png"):
         assert (root / "reports/plots" / plot).stat().st_size > 0
@@ -158,7 +171,8 @@ def test_a_killed_training_resumes_to_the_metrics_of_an_uninterrupted_run(reprod
     assert weights.keys() == reference_weights.keys()
     assert all(torch.equal(weights[k], reference_weights[k]) for k in weights)
     assert [p.name for p in (root / "models/checkpoints").iterdir()] == ["completed.json"]
-    assert changed_stages(copied_project) <= {"eval_gpu", "export_torchscript", "eval_cpu", "bench_mobile", "report"}
+    assert changed_stages(copied_project) <= {"distill", "eval_gpu", "export_torchscript", "eval_cpu", "bench_mobile",
+                                              "report"}
 
     # DDP: the same stage script under torchrun, 2 CPU processes with gloo, one global batch of 2 split over them.
     copied_project.set_params({"train": {"iterations": 2, "eval_every": 2}})

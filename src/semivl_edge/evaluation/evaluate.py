@@ -160,21 +160,32 @@ def save_label_png(path: Path, labels: np.ndarray, palette: Sequence[tuple[int, 
     image.save(path)
 
 
-def write_evaluation_dir(out_dir: str | Path, result: EvaluationResult,
-                         palette: Sequence[tuple[int, int, int]]) -> None:
-    """`out_dir/per_class_iou.csv` and `out_dir/predictions/<id>.png`, replaced as a whole."""
+STUDENT_DIR = "student"  # the distilled student's result beside the teacher's
+
+
+def write_evaluation_dir(out_dir: str | Path, result: EvaluationResult, palette: Sequence[tuple[int, int, int]],
+                         student: EvaluationResult | None = None) -> None:
+    """`out_dir/per_class_iou.csv` and `out_dir/predictions/<id>.png` (and the same in `out_dir/student/` for a
+    student's result), replaced as a whole."""
     from ..atomic import atomic_dir
 
     with atomic_dir(out_dir) as tmp:
-        with open(tmp / PER_CLASS_CSV, "w", newline="") as handle:
-            columns = ["class", "iou", "intersection", "union", "gt_pixels", "predicted_pixels"]
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for row in result.scores.per_class_rows:
-                writer.writerow({**row, "iou": "" if row["iou"] is None else row["iou"]})
-        (tmp / PREDICTIONS_DIR).mkdir()
-        for image_id, labels in result.predictions.items():
-            save_label_png(tmp / PREDICTIONS_DIR / f"{image_id}.png", labels, palette)
+        _write_result(tmp, result, palette)
+        if student is not None:
+            (tmp / STUDENT_DIR).mkdir()
+            _write_result(tmp / STUDENT_DIR, student, palette)
+
+
+def _write_result(directory: Path, result: EvaluationResult, palette: Sequence[tuple[int, int, int]]) -> None:
+    with open(directory / PER_CLASS_CSV, "w", newline="") as handle:
+        columns = ["class", "iou", "intersection", "union", "gt_pixels", "predicted_pixels"]
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in result.scores.per_class_rows:
+            writer.writerow({**row, "iou": "" if row["iou"] is None else row["iou"]})
+    (directory / PREDICTIONS_DIR).mkdir()
+    for image_id, labels in result.predictions.items():
+        save_label_png(directory / PREDICTIONS_DIR / f"{image_id}.png", labels, palette)
 
 
 def evaluation_metrics(result: EvaluationResult) -> dict:

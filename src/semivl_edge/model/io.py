@@ -1,5 +1,8 @@
 """Save and load a trained segmenter: <stem>.safetensors (weights + "text_embeddings") and <stem>.json (config).
 
+Two kinds share the format: the SemiVL segmenter (ModelConfig) and the distilled student (StudentConfig); the
+metadata's "format" says which, so every stage loads either with `load_model`.
+
 `dir_or_stem` is a directory (files `model.safetensors` / `model.json` inside it, e.g. "models"), or a stem
 ("models/model", also accepted with a .safetensors or .json suffix). The config is also stored in the
 safetensors metadata, so the weights file alone is enough to rebuild the model.
@@ -16,12 +19,23 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_path, write_json
 from ..errors import PipelineError, first_line
+from torch import nn
+
 from .config import ModelConfig
-from .segmenter import SemiVLSegmenter, build_model
+from .segmenter import build_model
+from .student import FORMAT as STUDENT_FORMAT
+from .student import StudentConfig, build_student
 
 TEXT_KEY = "text_embeddings"
 FORMAT = "semivl-edge-model"
 FORMAT_VERSION = 1
+# format -> (its config class, its builder)
+KINDS = {FORMAT: (ModelConfig, build_model), STUDENT_FORMAT: (StudentConfig, build_student)}
+AnyConfig = ModelConfig | StudentConfig
+
+
+def format_of(cfg: AnyConfig) -> str:
+    return STUDENT_FORMAT if isinstance(cfg, StudentConfig) else FORMAT
 
 
 def model_paths(dir_or_stem: str | os.PathLike) -> tuple[Path, Path]:
@@ -37,7 +51,7 @@ def model_paths(dir_or_stem: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def save_model(
-    dir_or_stem: str | os.PathLike, model: SemiVLSegmenter, cfg: ModelConfig, text_embeddings: torch.Tensor | None
+    dir_or_stem: str | os.PathLike, model: nn.Module, cfg: AnyConfig, text_embeddings: torch.Tensor | None
 ) -> tuple[Path, Path]:
     """Write the weights (+ the class text embeddings the model was trained with) and the config, atomically."""
     weights_path, config_path = model_paths(dir_or_stem)
@@ -47,13 +61,14 @@ def save_model(
     if text_embeddings is not None:
         tensors[TEXT_KEY] = text_embeddings.detach().to("cpu", torch.float32).contiguous()
     config = cfg.to_dict()
-    metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "config": json.dumps(config)}
+    kind = format_of(cfg)
+    metadata = {"format": kind, "version": str(FORMAT_VERSION), "config": json.dumps(config)}
     with atomic_path(weights_path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     write_json(
         config_path,
         {
-            "format": FORMAT,
+            "format": kind,
             "version": FORMAT_VERSION,
             "weights": weights_path.name,
             "num_text_embeddings": 0 if text_embeddings is None else int(text_embeddings.shape[0]),
@@ -63,8 +78,11 @@ def save_model(
     return weights_path, config_path
 
 
-def _read_config(weights_path: Path, config_path: Path, metadata: dict | None) -> ModelConfig:
+def _read_config(weights_path: Path, config_path: Path, metadata: dict | None) -> AnyConfig:
     """The config stored in the weights' metadata; a model.json beside them must agree with it."""
+    kind = (metadata or {}).get("format", FORMAT)
+    if kind not in KINDS:
+        raise PipelineError(f"{weights_path}: unknown model format {kind!r} (expected {' or '.join(KINDS)})")
     embedded = json.loads(metadata["config"]) if metadata and "config" in metadata else None
     beside = None
     if config_path.is_file():
@@ -79,12 +97,12 @@ def _read_config(weights_path: Path, config_path: Path, metadata: dict | None) -
         raise PipelineError(f"{config_path}: does not match the config stored in {weights_path.name} "
                             f"(differs in {', '.join(keys)}); write both with save_model")
     try:
-        return ModelConfig.from_dict(embedded if embedded is not None else beside)
+        return KINDS[kind][0].from_dict(embedded if embedded is not None else beside)
     except TypeError as exc:
         raise PipelineError(f"{weights_path}: invalid model config ({exc})") from None
 
 
-def load_model(path: str | os.PathLike) -> tuple[SemiVLSegmenter, ModelConfig, torch.Tensor | None]:
+def load_model(path: str | os.PathLike) -> tuple[nn.Module, AnyConfig, torch.Tensor | None]:
     """(model in eval mode, its config, its text embeddings or None) from what save_model wrote."""
     weights_path, config_path = model_paths(path)
     if not weights_path.is_file():
@@ -100,7 +118,7 @@ def load_model(path: str | os.PathLike) -> tuple[SemiVLSegmenter, ModelConfig, t
     cfg = _read_config(weights_path, config_path, metadata)
     text_embeddings = tensors.pop(TEXT_KEY, None)
     try:
-        model = build_model(cfg, load_pretrained=False)  # the file has all weights: nothing to download
+        model = KINDS[format_of(cfg)][1](cfg, load_pretrained=False)  # the file has all weights: nothing to download
     except PipelineError:
         raise
     except Exception as exc:  # a config that parses but cannot build, e.g. an unknown CLIP name
@@ -112,6 +130,7 @@ def load_model(path: str | os.PathLike) -> tuple[SemiVLSegmenter, ModelConfig, t
         raise PipelineError(f"{weights_path}: weights do not match the model config ({detail})") from None
     if result.missing_keys or result.unexpected_keys:
         keys = result.missing_keys or result.unexpected_keys
-        kind = "missing" if result.missing_keys else "unexpected"
-        raise PipelineError(f"{weights_path}: weights do not match the model config ({len(keys)} {kind}, e.g. {keys[0]})")
+        problem = "missing" if result.missing_keys else "unexpected"
+        raise PipelineError(f"{weights_path}: weights do not match the model config ({len(keys)} {problem}, "
+                            f"e.g. {keys[0]})")
     return model.eval(), cfg, text_embeddings

@@ -1,4 +1,5 @@
-"""Stage bench_mobile: latency of the mobile artifacts (phone over adb, else host CPU) and their val mIoU.
+"""Stage bench_mobile: latency of the mobile artifacts (phone over adb, else host CPU) and their val mIoU, for
+SemiVL (model_*.pte, model.ptl) and the distilled student (student_*.pte, student.ptl; under `student`).
 
 mobile.device: auto -> a phone when `adb devices` lists one ready, else the host; adb -> a phone
 or a clear error; host -> the host CPU. The mIoU is always computed on this machine through the
@@ -36,6 +37,12 @@ log = logging.getLogger(__name__)
 
 MOBILE_DIR = Path("models/mobile")
 OUT_DIR = Path("reports/mobile")
+STUDENT = "student"  # the distilled student's files (student_fp32.pte, ...): metrics under `student`, results in student/
+
+
+def student_file(name: str) -> str:
+    """The student's file of a teacher artifact name: model_fp32.pte -> student_fp32.pte."""
+    return STUDENT + name[len("model"):]
 
 
 def choose_target(mode: str, adb_executable: str | None) -> str:
@@ -98,61 +105,65 @@ def run(params: Params) -> None:
     # Threads before any runtime is loaded: resetting ExecuTorch's thread pool once a program is
     # loaded hangs or crashes its XNNPACK delegate.
     threads = set_cpu_threads(settings.threads)  # host runtimes: mIoU, and latency without a phone
-    artifacts = {key: MOBILE_DIR / name for key, name in ARTIFACTS.items()}
-    runtimes = {key: load_runtime(path) for key, path in artifacts.items()}  # fail early on a bad file
+    groups = {"": {key: MOBILE_DIR / name for key, name in ARTIFACTS.items()},
+              STUDENT: {key: MOBILE_DIR / student_file(name) for key, name in ARTIFACTS.items()}}
+    runtimes = {path: load_runtime(path) for artifacts in groups.values() for path in artifacts.values()}  # bad files
 
     adb_executable = find_adb(adb_name)
     target = choose_target(mode, adb_executable)
     session = None
     if target == "adb":
         session = PhoneSession(connect(adb_executable, serial), runner_dir, remote_dir)
-        session.check_runners(artifacts.values())  # a missing binary stops before the long mIoU runs
+        session.check_runners(list(runtimes))  # a missing binary stops before the long mIoU runs
     cpu = cpu_model_name()
 
     window_size = artifact_window_size(runtimes, settings.input_size)
     geometry = cfg.for_window(window_size)
-    entries: dict[str, dict] = {}
+    entries: dict[str, dict[str, dict]] = {}
     with atomic_dir(OUT_DIR) as out_tmp:
-        for key, path in artifacts.items():
-            runtime = runtimes[key]
-            recorder = FirstWindow(runtime)
-            log.info("%s: val mIoU on the host through %s, %d px windows", path, runtime_label(path), window_size)
-            result = evaluate(
-                lambda image: predict_windows(recorder, image, cfg, window_size=window_size),
-                data.layout, data.ids, data.num_classes,
-                class_names=data.class_names, warmup=settings.warmup, qualitative=qualitative,
-                windows_for=lambda h, w: count_windows(h, w, geometry), desc=str(path),
-            )
-            write_evaluation_dir(out_tmp / key, result, data.palette)
+        for group, artifacts in groups.items():
+            entries[group] = {}
+            for key, path in artifacts.items():
+                runtime = runtimes[path]
+                recorder = FirstWindow(runtime)
+                log.info("%s: val mIoU on the host through %s, %d px windows", path, runtime_label(path), window_size)
+                result = evaluate(
+                    lambda image: predict_windows(recorder, image, cfg, window_size=window_size),
+                    data.layout, data.ids, data.num_classes,
+                    class_names=data.class_names, warmup=settings.warmup, qualitative=qualitative,
+                    windows_for=lambda h, w: count_windows(h, w, geometry), desc=str(path),
+                )
+                write_evaluation_dir(out_tmp / group / key, result, data.palette)
 
-            if session is not None:
-                latency = session.latency(path, replace(settings, input_size=window_size))
-            else:
-                latency = host_latency(runtime, recorder.window, path, settings)
-            scores = evaluation_metrics(result)
-            entry = {
-                "file": str(path),
-                "runtime": runtime_label(path),
-                "device": latency.device,
-                "benchmark": latency.benchmark,
-                "threads": settings.threads if session is not None else threads,
-                "warmup": settings.warmup,
-                "repeats": settings.repeats,
-                "input_size": window_size,
-                "size_mb": size_mb(path),
-                "latency_ms": latency.to_metrics(),  # per window
-                "per_run_timings": int(latency.per_run),
-                "miou": scores["miou"],
-                "pixel_acc": scores["pixel_acc"],
-                "per_class_iou": scores["per_class_iou"],
-                "miou_device": f"{host_device_label(path)} ({cpu})",
-            }
-            if session is None:  # same machine as the window timings: per-image latency is comparable
-                entry["latency_per_image_ms"] = scores["latency_ms"]
-            if latency.note:
-                entry["note"] = latency.note
-            entries[key] = entry
-            log.info("%s: mIoU %s%%, p50 %s ms/window on %s", path, entry["miou"], entry["latency_ms"]["p50"], latency.device)
+                if session is not None:
+                    latency = session.latency(path, replace(settings, input_size=window_size))
+                else:
+                    latency = host_latency(runtime, recorder.window, path, settings)
+                scores = evaluation_metrics(result)
+                entry = {
+                    "file": str(path),
+                    "runtime": runtime_label(path),
+                    "device": latency.device,
+                    "benchmark": latency.benchmark,
+                    "threads": settings.threads if session is not None else threads,
+                    "warmup": settings.warmup,
+                    "repeats": settings.repeats,
+                    "input_size": window_size,
+                    "size_mb": size_mb(path),
+                    "latency_ms": latency.to_metrics(),  # per window
+                    "per_run_timings": int(latency.per_run),
+                    "miou": scores["miou"],
+                    "pixel_acc": scores["pixel_acc"],
+                    "per_class_iou": scores["per_class_iou"],
+                    "miou_device": f"{host_device_label(path)} ({cpu})",
+                }
+                if session is None:  # same machine as the window timings: per-image latency is comparable
+                    entry["latency_per_image_ms"] = scores["latency_ms"]
+                if latency.note:
+                    entry["note"] = latency.note
+                entries[group][key] = entry
+                log.info("%s: mIoU %s%%, p50 %s ms/window on %s", path, entry["miou"], entry["latency_ms"]["p50"],
+                         latency.device)
 
     metrics = {
         "target": target,
@@ -163,6 +174,7 @@ def run(params: Params) -> None:
             **windowing_metrics(geometry),
             "note": "val mIoU via predict_windows (sliding windows at the artifact's input size, short side and stride scaled with it)",
         },
-        "artifacts": entries,
+        "artifacts": entries[""],
+        STUDENT: {"artifacts": entries[STUDENT]},
     }
     write_metrics("mobile", metrics)

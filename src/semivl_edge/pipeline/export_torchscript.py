@@ -9,7 +9,10 @@ Writes
   for open vocabulary on the phone, text_encoder.pte (CLIP's text tower: tokens [N,L] -> embeddings
   [N,E]) and model_segment_fp32.pte ((window, text embeddings [C,E]) -> logits; VLG decoder only);
   manifest.json describes them for an app;
-- reports/metrics/export_torchscript.json: parity of every file with the PyTorch model on val
+- the same for the distilled student (models/student.safetensors, stage distill): models/student.ts and
+  models/mobile/student.ptl, student_fp32.pte, student_int8.pte, student_segment_fp32.pte (it shares the
+  teacher's text encoder and class embeddings);
+- reports/metrics/export_torchscript.json (the student's under `student`): parity of every file with the PyTorch model on val
   images (max abs logit difference, argmax agreement), sizes in MB.
 A fp32 file whose logits differ beyond export.max_abs_diff or whose argmax agreement is below
 export.min_argmax_agreement stops the stage; int8 agreement is measured and reported.
@@ -17,6 +20,7 @@ export.min_argmax_agreement stops the stage; int8 agreement is measured and repo
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,7 +54,9 @@ from ..params import Params
 log = logging.getLogger(__name__)
 
 MODEL = Path("models/model.safetensors")
+STUDENT = Path("models/student.safetensors")  # the distilled student (stage distill): exported the same way
 TORCHSCRIPT = Path("models/model.ts")
+STUDENT_TORCHSCRIPT = Path("models/student.ts")
 MOBILE_DIR = Path("models/mobile")
 SPLITS = Path("data/splits")
 STAGE = "export_torchscript"
@@ -78,37 +84,94 @@ def check_parity(name: str, parity: Parity, max_diff: float, min_agreement: floa
         )
 
 
+def load_exportable(path: Path) -> tuple:
+    """(network in eval mode, its config, its float class text embeddings) of a saved model."""
+    network, model_cfg, text_embeddings = load_model(path)
+    if text_embeddings is None:
+        if model_cfg.decoder == "vlg":
+            raise PipelineError(f"{path}: holds no class text embeddings, which the VLG decoder needs (re-run train)")
+        # the plain decoder ignores the text; the rows only give the pipeline its class count
+        text_embeddings = torch.zeros(model_cfg.num_classes, int(model_cfg.embed_dim))
+    return network.eval(), model_cfg, text_embeddings.to(torch.float32)
+
+
 def run(params: Params) -> None:
     cfg = InferenceConfig.from_params(params)
     input_size = params.get_int("mobile.input_size", min=16)
     calibration_count = params.get_int("mobile.calibration_images", min=1)
     parity_count = params.get_int("export.parity_images", min=1)
-    max_diff = params.get_float("export.max_abs_diff", min=0.0)
-    min_agreement = params.get_float("export.min_argmax_agreement", min=0.0, max=100.0)
+    tolerance = (params.get_float("export.max_abs_diff", min=0.0),
+                 params.get_float("export.min_argmax_agreement", min=0.0, max=100.0))
     if cfg.mode != "sliding":
         raise PipelineError(f"eval.mode {cfg.mode!r}: the exported files slide windows; set eval.mode sliding to export")
 
-    network, model_cfg, text_embeddings = load_model(MODEL)
-    network = network.eval()
-    if text_embeddings is None:
-        if model_cfg.decoder == "vlg":
-            raise PipelineError(f"{MODEL}: holds no class text embeddings, which the VLG decoder needs (re-run train)")
-        # the plain decoder ignores the text; the rows only give the pipeline its class count
-        text_embeddings = torch.zeros(model_cfg.num_classes, int(model_cfg.embed_dim))
-    text_embeddings = text_embeddings.to(torch.float32)
-    num_classes = int(text_embeddings.shape[0])
+    network, model_cfg, text_embeddings = load_exportable(MODEL)
+    student, student_cfg, student_text = load_exportable(STUDENT)
     layout = VOCLayout(read_manifest()["root"])
     val_ids = evenly_spaced(read_ids(SPLITS / "val.txt"), parity_count)
     train_ids = sorted(set(read_ids(SPLITS / "labeled.txt")) | set(read_ids(SPLITS / "unlabeled.txt")))
     calibration_ids = evenly_spaced(train_ids, calibration_count)
     parity_images = [image_tensor(read_image(layout.image_path(i))) for i in val_ids]
-    mean, std = model_cfg.pixel_mean, model_cfg.pixel_std
-    reference = SegmentationPipeline(network, text_embeddings, mean, std, cfg).eval()
-    metrics: dict = {"parity_images": len(parity_images), "num_classes": num_classes,
-                     "tolerance": {"max_abs_diff": max_diff, "min_argmax_agreement_pct": min_agreement}}
+    # int8 calibration windows: training images cut as inference cuts them
+    calibration = [w for i in calibration_ids
+                   for w in image_windows(image_tensor(read_image(layout.image_path(i))), cfg, window_size=input_size)]
+    metrics: dict = {"parity_images": len(parity_images), "num_classes": int(text_embeddings.shape[0]),
+                     "tolerance": {"max_abs_diff": tolerance[0], "min_argmax_agreement_pct": tolerance[1]}}
+    checks = Checks(cfg, input_size, parity_images, calibration, *tolerance)
 
-    # -- models/model.ts: the whole pipeline ------------------------------------------------------
-    log.info("TorchScript: tracing the network at %d px, scripting the pipeline around it", cfg.crop_size)
+    metrics["torchscript"] = export_torchscript_file(TORCHSCRIPT, network, model_cfg, text_embeddings, checks)
+    student_metrics = {"torchscript": export_torchscript_file(STUDENT_TORCHSCRIPT, student, student_cfg, student_text,
+                                                              checks)}
+    with atomic_dir(MOBILE_DIR) as out:
+        mobile, files = export_mobile_files("model", network, model_cfg, text_embeddings, checks, out)
+        metrics["optimize_for_mobile_applied"] = mobile.pop("optimize_for_mobile_applied")
+        mobile.update({"input_size": input_size, "calibration_images": len(calibration_ids),
+                       "calibration_windows": len(calibration)})
+        text_metrics, text_files, text_encoder = export_text_encoder_file(model_cfg, text_embeddings, out, tolerance[0])
+        mobile.update(text_metrics)
+        files.update(text_files)
+        student_mobile, student_files = export_mobile_files("student", student, student_cfg, student_text, checks, out)
+        student_mobile.pop("optimize_for_mobile_applied")
+        files.update(student_files)
+        write_json(out / "manifest.json", {
+            "input": f"uint8 RGB [1,3,{input_size},{input_size}] (one window; /255 and mean/std normalisation inside)",
+            "output": f"float logits [1,{metrics['num_classes']},{input_size},{input_size}]",
+            "input_size": input_size, "training_crop": cfg.crop_size,
+            "windows": {"short_side": cfg.for_window(input_size).short_side, "stride": cfg.for_window(input_size).stride,
+                        "pad_rgb": list(PAD_RGB)},
+            "class_names": list(model_cfg.class_names),
+            "text_encoder": text_encoder,
+            "files": files,
+        })
+        metrics["mobile"] = mobile
+        student_metrics["mobile"] = student_mobile
+    metrics["student"] = student_metrics
+    write_metrics(STAGE, metrics)
+    log.info("export_torchscript: wrote %s, %s and %s", TORCHSCRIPT, STUDENT_TORCHSCRIPT, MOBILE_DIR)
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What every export is checked with: the window geometry, the images, the tolerances."""
+
+    cfg: InferenceConfig
+    input_size: int
+    parity_images: list
+    calibration: list
+    max_diff: float
+    min_agreement: float
+
+    def enforce(self, name: str, parity: Parity) -> None:
+        check_parity(name, parity, self.max_diff, self.min_agreement)
+
+
+def export_torchscript_file(path: Path, network, model_cfg, text_embeddings, checks: Checks) -> dict:
+    """`path` (.ts): the whole pipeline, reloaded from disk and checked against PyTorch, with segment() on half the
+    classes too (open vocabulary)."""
+    cfg, mean, std = checks.cfg, model_cfg.pixel_mean, model_cfg.pixel_std
+    num_classes = int(text_embeddings.shape[0])
+    reference = SegmentationPipeline(network, text_embeddings, mean, std, cfg).eval()
+    log.info("TorchScript %s: tracing the network at %d px, scripting the pipeline around it", path, cfg.crop_size)
     scripted = script_pipeline(network, text_embeddings, mean, std, cfg)
     ts_meta = {
         "format": "semivl_edge.pipeline", "input": "uint8 RGB [B,3,H,W], any size", "output": "float logits [B,C,H,W]",
@@ -116,81 +179,71 @@ def run(params: Params) -> None:
         "inference": {"mode": cfg.mode, "short_side": cfg.short_side, "crop_size": cfg.crop_size, "stride": cfg.stride},
         "methods": {"forward": "(image)", "segment": "(image, text_embeddings [C,E])"},
     }
-    with atomic_path(TORCHSCRIPT) as tmp:
+    with atomic_path(path) as tmp:
         save_torchscript(scripted, tmp, ts_meta)
         runtime = load_runtime(tmp, suffix=".ts")  # parity of what was written, reloaded from disk
-        parity = measure_parity(reference, runtime, parity_images)
-        check_parity(str(TORCHSCRIPT), parity, max_diff, min_agreement)
-        # open vocabulary: a subset of the classes through segment() must match the eager pipeline too
+        parity = measure_parity(reference, runtime, checks.parity_images)
+        checks.enforce(str(path), parity)
         subset = text_embeddings[: max(1, num_classes // 2)]
         open_parity = measure_parity(lambda x: reference.segment(x, subset),
-                                     lambda x: runtime.module.segment(x, subset), parity_images[:1])
-        check_parity(f"{TORCHSCRIPT} segment()", open_parity, max_diff, min_agreement)
-        metrics["torchscript"] = {**parity.to_metrics(), "size_mb": round(tmp.stat().st_size / 1e6, 3),
-                                  "segment_max_abs_diff": round(open_parity.max_abs_diff, 8)}
+                                     lambda x: runtime.module.segment(x, subset), checks.parity_images[:1])
+        checks.enforce(f"{path} segment()", open_parity)
+        return {**parity.to_metrics(), "size_mb": round(tmp.stat().st_size / 1e6, 3),
+                "segment_max_abs_diff": round(open_parity.max_abs_diff, 8)}
 
-    # -- models/mobile: one fixed-size window, preprocessing inside ----------------------------------
+
+def export_mobile_files(prefix: str, network, model_cfg, text_embeddings, checks: Checks, out: Path) -> tuple[dict, dict]:
+    """<prefix>.ptl, <prefix>_fp32.pte, <prefix>_int8.pte (one uint8 window, preprocessing inside) and, for a model
+    that takes text, <prefix>_segment_fp32.pte; each reloaded and checked against PyTorch. (metrics, manifest files)"""
+    cfg, input_size = checks.cfg, checks.input_size
+    mean, std = model_cfg.pixel_mean, model_cfg.pixel_std
     window_model = WindowModel(network, text_embeddings, mean, std, input_size, cfg.crop_size).eval()
     window_reference = lambda image: predict_windows(window_model, image, cfg, window_size=input_size)  # noqa: E731
-    calibration = [w for i in calibration_ids
-                   for w in image_windows(image_tensor(read_image(layout.image_path(i))), cfg, window_size=input_size)]
-    with atomic_dir(MOBILE_DIR) as out:
-        mobile: dict = {"input_size": input_size, "calibration_images": len(calibration_ids),
-                        "calibration_windows": len(calibration)}
-        # the uint8 window path against the float pipeline: only the uint8 rounding of the resize differs
-        mobile["window_path_vs_pipeline"] = measure_parity(reference, window_reference, parity_images).to_metrics()
+    reference = SegmentationPipeline(network, text_embeddings, mean, std, cfg).eval()
+    # the uint8 window path against the float pipeline: only the uint8 rounding of the resize differs
+    mobile: dict = {"window_path_vs_pipeline": measure_parity(reference, window_reference,
+                                                              checks.parity_images).to_metrics()}
+    names = {"ptl": f"{prefix}.ptl", "pte_fp32": f"{prefix}_fp32.pte", "pte_int8": f"{prefix}_int8.pte"}
 
-        log.info("lite interpreter: %s", MOBILE_DIR / "model.ptl")
-        optimised = export_lite(window_model, out / "model.ptl")
-        metrics["optimize_for_mobile_applied"] = int(optimised)
+    log.info("lite interpreter: %s", MOBILE_DIR / names["ptl"])
+    mobile["optimize_for_mobile_applied"] = int(export_lite(window_model, out / names["ptl"]))
+    log.info("ExecuTorch fp32 (XNNPACK): %s", MOBILE_DIR / names["pte_fp32"])
+    delegation = {"pte_fp32": export_executorch(window_model, input_size, out / names["pte_fp32"])}
+    log.info("ExecuTorch int8 (XNNPACK quantizer, %d calibration windows): %s", len(checks.calibration),
+             MOBILE_DIR / names["pte_int8"])
+    delegation["pte_int8"] = export_executorch(quantize_int8(window_model, checks.calibration), input_size,
+                                               out / names["pte_int8"])
 
-        log.info("ExecuTorch fp32 (XNNPACK): %s", MOBILE_DIR / "model_fp32.pte")
-        delegation = {"pte_fp32": export_executorch(window_model, input_size, out / "model_fp32.pte")}
-        log.info("ExecuTorch int8 (XNNPACK quantizer, %d calibration windows from %d training images): %s",
-                 len(calibration), len(calibration_ids), MOBILE_DIR / "model_int8.pte")
-        delegation["pte_int8"] = export_executorch(quantize_int8(window_model, calibration), input_size,
-                                                   out / "model_int8.pte")
-
-        for key, name in (("ptl", "model.ptl"), ("pte_fp32", "model_fp32.pte"), ("pte_int8", "model_int8.pte")):
-            runtime = load_runtime(out / name)
-            if runtime.input_size != input_size:
-                raise PipelineError(f"{out / name}: takes {runtime.input_size} px windows, expected {input_size}")
-            parity = measure_parity(window_reference, lambda x: predict_windows(runtime, x, cfg, window_size=input_size),
-                                    parity_images)
-            if key != "pte_int8":  # int8 changes the numbers by design: measured, not enforced
-                check_parity(str(MOBILE_DIR / name), parity, max_diff, min_agreement)
-            else:
-                log.info("%s: argmax agreement with fp32 PyTorch %.2f%% (max |diff| %.3g)",
-                         MOBILE_DIR / name, parity.argmax_agreement_pct, parity.max_abs_diff)
-            mobile[key] = {**parity.to_metrics(), "size_mb": round((out / name).stat().st_size / 1e6, 3)}
-            if key in delegation:
-                mobile[key]["xnnpack"] = delegation[key]
-        files = {"model.ptl": "PyTorch lite interpreter", "model_fp32.pte": "ExecuTorch XNNPACK fp32",
-                 "model_int8.pte": "ExecuTorch XNNPACK int8 (static, per-channel)"}
-        open_vocabulary = export_open_vocabulary(network, model_cfg, text_embeddings, cfg, input_size, out,
-                                                 parity_images, window_reference, max_diff, min_agreement)
-        mobile.update(open_vocabulary["metrics"])
-        files.update(open_vocabulary["files"])
-        write_json(out / "manifest.json", {
-            "input": f"uint8 RGB [1,3,{input_size},{input_size}] (one window; /255 and mean/std normalisation inside)",
-            "output": f"float logits [1,{num_classes},{input_size},{input_size}]",
-            "input_size": input_size, "training_crop": cfg.crop_size,
-            "windows": {"short_side": cfg.for_window(input_size).short_side, "stride": cfg.for_window(input_size).stride,
-                        "pad_rgb": list(PAD_RGB)},
-            "class_names": list(model_cfg.class_names),
-            "text_encoder": open_vocabulary["text_encoder"],
-            "files": files,
-        })
-        metrics["mobile"] = mobile
-    write_metrics(STAGE, metrics)
-    log.info("export_torchscript: wrote %s and %s", TORCHSCRIPT, MOBILE_DIR)
+    for key, name in names.items():
+        runtime = load_runtime(out / name)
+        if runtime.input_size != input_size:
+            raise PipelineError(f"{out / name}: takes {runtime.input_size} px windows, expected {input_size}")
+        parity = measure_parity(window_reference, lambda x: predict_windows(runtime, x, cfg, window_size=input_size),
+                                checks.parity_images)
+        if key != "pte_int8":  # int8 changes the numbers by design: measured, not enforced
+            checks.enforce(str(MOBILE_DIR / name), parity)
+        else:
+            log.info("%s: argmax agreement with fp32 PyTorch %.2f%% (max |diff| %.3g)",
+                     MOBILE_DIR / name, parity.argmax_agreement_pct, parity.max_abs_diff)
+        mobile[key] = {**parity.to_metrics(), "size_mb": round((out / name).stat().st_size / 1e6, 3)}
+        if key in delegation:
+            mobile[key]["xnnpack"] = delegation[key]
+    files = {names["ptl"]: "PyTorch lite interpreter", names["pte_fp32"]: "ExecuTorch XNNPACK fp32",
+             names["pte_int8"]: "ExecuTorch XNNPACK int8 (static, per-channel)"}
+    if model_cfg.decoder != "vlg":
+        log.info("model.decoder %s ignores the text: no %s_segment_fp32.pte", model_cfg.decoder, prefix)
+        return mobile, files
+    name = f"{prefix}_segment_fp32.pte"
+    mobile["pte_segment_fp32"] = export_segment_file(network, model_cfg, text_embeddings, checks, out / name,
+                                                     window_reference)
+    files[name] = ("ExecuTorch XNNPACK fp32: (uint8 window [1,3,S,S], text embeddings [C,E]) -> logits [1,C,S,S], "
+                   "any class set")
+    return mobile, files
 
 
-
-def export_open_vocabulary(network, model_cfg, text_embeddings, cfg, input_size, out, parity_images, window_reference,
-                           max_diff, min_agreement) -> dict:
-    """text_encoder.pte and model_segment_fp32.pte, each checked against PyTorch: the text tower on the class
-    names' prompts, the segmenter on the model's own class set and on half of it (another class count)."""
+def export_text_encoder_file(model_cfg, text_embeddings, out: Path, max_diff: float) -> tuple[dict, dict, dict]:
+    """text_encoder.pte (the teacher's CLIP text tower), checked against PyTorch on the class names' prompts.
+    (metrics, manifest files, the manifest's text_encoder entry)"""
     clip = load_clip(model_cfg.clip_model, model_cfg.clip_pretrained, quick_gelu=model_cfg.clip_quick_gelu)
     tokenizer = get_tokenizer(model_cfg.clip_model)
     encoder = TextEncoder(clip)
@@ -212,28 +265,24 @@ def export_open_vocabulary(network, model_cfg, text_embeddings, cfg, input_size,
     about = {"file": "text_encoder.pte", "tokenizer": "CLIP BPE (open_clip SimpleTokenizer), int64",
              "context_length": encoder.context_length, "embedding_size": int(text_embeddings.shape[1]),
              "class_embedding": "mean of a class's normalised prompt embeddings, normalised again"}
-    if model_cfg.decoder != "vlg":
-        log.info("model.decoder %s ignores the text: no model_segment_fp32.pte", model_cfg.decoder)
-        return {"metrics": metrics, "files": files, "text_encoder": about}
+    return metrics, files, about
 
+
+def export_segment_file(network, model_cfg, text_embeddings, checks: Checks, path: Path, window_reference) -> dict:
+    """A .pte taking (window, text embeddings) for any class set, checked on the model's classes and on half."""
+    cfg, input_size = checks.cfg, checks.input_size
     segment = SegmentWindowModel(network, text_embeddings, model_cfg.pixel_mean, model_cfg.pixel_std, input_size,
                                  cfg.crop_size).eval()
-    log.info("ExecuTorch fp32 segmenter taking text embeddings (any class count): %s",
-             MOBILE_DIR / "model_segment_fp32.pte")
-    delegation = export_segment_window(segment, out / "model_segment_fp32.pte")
-    method = ExecuTorchMethod(out / "model_segment_fp32.pte")
+    log.info("ExecuTorch fp32 segmenter taking text embeddings (any class count): %s", MOBILE_DIR / path.name)
+    delegation = export_segment_window(segment, path)
+    method = ExecuTorchMethod(path)
     parity = measure_parity(window_reference, lambda x: predict_windows(lambda w: method(w, text_embeddings), x, cfg,
-                                                                      window_size=input_size), parity_images)
-    check_parity(str(MOBILE_DIR / "model_segment_fp32.pte"), parity, max_diff, min_agreement)
+                                                                      window_size=input_size), checks.parity_images)
+    checks.enforce(str(MOBILE_DIR / path.name), parity)
     subset = text_embeddings[: max(1, len(text_embeddings) // 2)]
     subset_parity = measure_parity(
         lambda x: predict_windows(lambda w: segment(w, subset), x, cfg, window_size=input_size),
-        lambda x: predict_windows(lambda w: method(w, subset), x, cfg, window_size=input_size), parity_images[:1])
-    check_parity(f"{MOBILE_DIR / 'model_segment_fp32.pte'} with {len(subset)} classes", subset_parity, max_diff,
-                 min_agreement)
-    metrics["pte_segment_fp32"] = {**parity.to_metrics(), "subset_max_abs_diff": round(subset_parity.max_abs_diff, 8),
-                                   "size_mb": round((out / "model_segment_fp32.pte").stat().st_size / 1e6, 3),
-                                   "xnnpack": delegation}
-    files["model_segment_fp32.pte"] = ("ExecuTorch XNNPACK fp32: (uint8 window [1,3,S,S], text embeddings [C,E]) -> "
-                                       "logits [1,C,S,S], any class set")
-    return {"metrics": metrics, "files": files, "text_encoder": about}
+        lambda x: predict_windows(lambda w: method(w, subset), x, cfg, window_size=input_size), checks.parity_images[:1])
+    checks.enforce(f"{MOBILE_DIR / path.name} with {len(subset)} classes", subset_parity)
+    return {**parity.to_metrics(), "subset_max_abs_diff": round(subset_parity.max_abs_diff, 8),
+            "size_mb": round(path.stat().st_size / 1e6, 3), "xnnpack": delegation}

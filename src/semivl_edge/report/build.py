@@ -47,9 +47,14 @@ class ReportOutputs:
 
 
 def _per_class(metrics: dict, key: str) -> dict:
-    if key.startswith("mobile/"):
-        return metrics["mobile"]["artifacts"][key.split("/", 1)[1]].get("per_class_iou", {})
-    return metrics[key].get("per_class_iou", {})
+    """The per-class IoU of a row's metrics key: eval_gpu, eval_cpu/student, mobile/fp32_pte, mobile/student/..."""
+    stage, *rest = key.split("/")
+    node = metrics[stage]
+    if rest[:1] == ["student"]:
+        node, rest = node["student"], rest[1:]
+    if rest:  # a mobile artifact
+        node = node["artifacts"][rest[0]]
+    return node.get("per_class_iou", {})
 
 
 def _palette(png: Path) -> np.ndarray:
@@ -80,7 +85,7 @@ def qualitative_samples(root: Path, rows: list[ComparisonRow]) -> list:
         for row in measured:
             png = root / "reports" / row.metrics_key / PREDICTIONS_DIR / f"{image_id}.png"
             if png.is_file():
-                predictions.append((row.runtime, colorize(np.asarray(Image.open(png)), palette)))
+                predictions.append((row.label, colorize(np.asarray(Image.open(png)), palette)))
         gt = colorize(read_mask(layout.mask_path(image_id)), palette)
         samples.append((image_id, read_image(layout.image_path(image_id)), gt, predictions))
     return samples
@@ -120,7 +125,7 @@ def markdown(rows: list[ComparisonRow], metrics: dict, class_names: list[str], p
            else f"on the {mobile.get('device')} -- host CPU, not a phone (no Android device was used)")
         + f"; their mIoU is computed on the host through the same runtimes, sliding {window.get('window', '?')} px "
         f"windows (stride {window.get('stride', '?')}, short side {window.get('short_side', '?')}).",
-        "- Speed-up: eager fp32 PyTorch's p50 latency per image over the row's, "
+        "- Speed-up: SemiVL's eager fp32 PyTorch p50 latency per image over the row's, "
         + ("both on this CPU." if measured[0].speedup is not None
            else "n/a: the PyTorch row did not run in fp32 on the CPU the others ran on."),
         "- Size: file size in MB (10^6 bytes).",
@@ -157,7 +162,7 @@ def build_report(root: str | Path = ".") -> ReportOutputs:
                       {key: str(path) for key, path in METRICS.items()})
     measured = [r for r in rows if not r.is_reference]
     class_names = list(metrics["eval_gpu"].get("per_class_iou", {}))
-    per_class = {row.runtime: _per_class(metrics, row.metrics_key) for row in measured}
+    per_class = {row.label: _per_class(metrics, row.metrics_key) for row in measured}
 
     written = {}
     per_class_iou_plot(root / PLOTS["per_class"], class_names, per_class)

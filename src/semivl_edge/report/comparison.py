@@ -1,6 +1,7 @@
-"""The comparison table: one row per runtime measured by this pipeline, next to the porting study's rows.
+"""The comparison table: one row per model and runtime measured by this pipeline, next to the porting study's rows.
 
-The rows are read from the metrics files of the stages eval_gpu, eval_cpu and bench_mobile; the
+The rows are read from the metrics files of the stages eval_gpu, eval_cpu and bench_mobile (the distilled
+student's under their `student` key, the same fields as the teacher's); the
 study's numbers (semivl.md section 7) are reference values for Pascal VOC with 92 labels and are
 kept apart and labelled as such: they were not measured here.
 """
@@ -32,8 +33,12 @@ MOBILE_ROWS = [
 ]
 
 
+TEACHER, STUDENT = "SemiVL", "student"
+
+
 @dataclass(frozen=True)
 class ComparisonRow:
+    model: str  # SemiVL (the teacher) | student (distilled) | the study's model
     runtime: str
     device: str
     miou: float | None
@@ -44,11 +49,16 @@ class ComparisonRow:
     artifact: str
     source: str
     metrics_key: str = ""  # where the row's per-class IoU and predictions come from (empty for reference rows)
-    speedup: float | None = None  # eager fp32 PyTorch's p50 per image / this row's, both on this CPU (None: not so)
+    speedup: float | None = None  # SemiVL eager fp32 PyTorch's p50 per image / this row's, both on this CPU
 
     @property
     def is_reference(self) -> bool:
         return self.source != MEASURED
+
+    @property
+    def label(self) -> str:
+        """Model and runtime in a few words: legends, panel titles, per-class columns."""
+        return f"{self.model}: {self.runtime}"
 
 
 def load_metrics(path: str | Path) -> dict:
@@ -75,9 +85,10 @@ def _field(data: dict, path: str, key: str, *, required: bool = True):
     return node
 
 
-def eval_row(metrics: dict, path: str, runtime: str, key: str) -> ComparisonRow:
-    """A row from eval_gpu.json or eval_cpu.json."""
+def eval_row(metrics: dict, path: str, runtime: str, key: str, model: str = TEACHER) -> ComparisonRow:
+    """A row from eval_gpu.json or eval_cpu.json (or their `student` section)."""
     return ComparisonRow(
+        model=model,
         runtime=runtime,
         device=str(_field(metrics, path, "device")),
         miou=_field(metrics, path, "miou"),
@@ -91,7 +102,7 @@ def eval_row(metrics: dict, path: str, runtime: str, key: str) -> ComparisonRow:
     )
 
 
-def mobile_rows(metrics: dict, path: str) -> list[ComparisonRow]:
+def mobile_rows(metrics: dict, path: str, model: str = TEACHER, key_prefix: str = "mobile") -> list[ComparisonRow]:
     artifacts = _field(metrics, path, "artifacts")
     rows = []
     for key, runtime in MOBILE_ROWS:
@@ -100,6 +111,7 @@ def mobile_rows(metrics: dict, path: str) -> list[ComparisonRow]:
         entry = artifacts[key]
         where = f"{path} artifacts.{key}"
         rows.append(ComparisonRow(
+            model=model,
             runtime=runtime,
             device=str(_field(entry, where, "device")),
             miou=_field(entry, where, "miou"),
@@ -109,14 +121,14 @@ def mobile_rows(metrics: dict, path: str) -> list[ComparisonRow]:
             threads=_field(entry, where, "threads", required=False),
             artifact=str(_field(entry, where, "file")),
             source=MEASURED,
-            metrics_key=f"mobile/{key}",
+            metrics_key=f"{key_prefix}/{key}",
         ))
     return rows
 
 
 def study_rows() -> list[ComparisonRow]:
     return [
-        ComparisonRow(runtime=runtime, device=device, miou=miou, latency_p50_ms_image=ms, latency_p50_ms_window=None,
+        ComparisonRow(model="SemiVL (study)", runtime=runtime, device=device, miou=miou, latency_p50_ms_image=ms, latency_p50_ms_window=None,
                       size_mb=None, threads=None, artifact="", source=REFERENCE)
         for runtime, device, miou, ms in STUDY_ROWS
     ]
@@ -133,14 +145,20 @@ def with_speedups(measured: list[ComparisonRow], on_cpu: bool) -> list[Compariso
 
 
 def build_rows(eval_gpu: dict, eval_cpu: dict, mobile: dict, paths: dict[str, str]) -> list[ComparisonRow]:
-    """Measured rows (PyTorch, TorchScript, the three mobile artifacts), then the study's reference rows."""
+    """Measured rows (PyTorch, TorchScript, the three mobile artifacts) of SemiVL, then of the student, then the
+    study's reference rows."""
     cuda = _field(eval_gpu, paths["eval_gpu"], "cuda")
     pytorch_label = "PyTorch (GPU)" if cuda else "PyTorch (CPU fallback)"
-    measured = [
-        eval_row(eval_gpu, paths["eval_gpu"], pytorch_label, "eval_gpu"),
-        eval_row(eval_cpu, paths["eval_cpu"], "TorchScript (CPU)", "eval_cpu"),
-        *mobile_rows(mobile, paths["mobile"]),
-    ]
+    measured = []
+    for model, section in ((TEACHER, ""), (STUDENT, STUDENT)):
+        part = {key: _field(data, paths[key], section) if section else data
+                for key, data in (("eval_gpu", eval_gpu), ("eval_cpu", eval_cpu), ("mobile", mobile))}
+        suffix = f"/{section}" if section else ""
+        measured += [
+            eval_row(part["eval_gpu"], paths["eval_gpu"], pytorch_label, f"eval_gpu{suffix}", model),
+            eval_row(part["eval_cpu"], paths["eval_cpu"], "TorchScript (CPU)", f"eval_cpu{suffix}", model),
+            *mobile_rows(part["mobile"], paths["mobile"], model, f"mobile{suffix}"),
+        ]
     on_cpu = not cuda and _field(eval_gpu, paths["eval_gpu"], "amp", required=False) in (None, "none")
     return [*with_speedups(measured, on_cpu), *study_rows()]
 
@@ -167,14 +185,14 @@ def _md_escape(text: str) -> str:
 
 def measured_table(rows: list[ComparisonRow]) -> list[str]:
     lines = [
-        "| runtime | device | mIoU % | latency p50 ms / image | latency p50 ms / window | speed-up | size MB | "
+        "| model | runtime | device | mIoU % | latency p50 ms / image | latency p50 ms / window | speed-up | size MB | "
         "threads | artifact |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         speedup = "n/a" if r.speedup is None else f"{r.speedup:.2f}x"
         lines.append(
-            f"| {_md_escape(r.runtime)} | {_md_escape(r.device)} | {number_text(r.miou)} | "
+            f"| {_md_escape(r.model)} | {_md_escape(r.runtime)} | {_md_escape(r.device)} | {number_text(r.miou)} | "
             f"{number_text(r.latency_p50_ms_image, 2)} | {number_text(r.latency_p50_ms_window, 2)} | {speedup} | "
             f"{number_text(r.size_mb, 2)} | {r.threads if r.threads is not None else 'n/a'} | `{r.artifact}` |"
         )

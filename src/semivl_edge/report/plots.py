@@ -48,7 +48,7 @@ def latency_plot(path: Path, rows: Sequence[ComparisonRow]) -> None:
         (ax_window, "per window", [r for r in rows if r.latency_p50_ms_window is not None], "latency_p50_ms_window"),
     ]
     for ax, what, subset, attribute in panels:
-        labels = [f"{r.runtime}\n{r.device}" + ("\n(study, reference)" if r.is_reference else "") for r in subset]
+        labels = [f"{r.label}\n{r.device}" + ("\n(study, reference)" if r.is_reference else "") for r in subset]
         values = [getattr(r, attribute) for r in subset]
         bars = ax.barh(np.arange(len(subset)), values,
                        color=["#bbbbbb" if r.is_reference else "#3b75af" for r in subset])
@@ -74,13 +74,13 @@ def latency_miou_plot(path: Path, rows: Sequence[ComparisonRow]) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in points:
         ax.scatter(r.latency_p50_ms_image, r.miou, s=40)
-        ax.annotate(r.runtime, (r.latency_p50_ms_image, r.miou), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(r.label, (r.latency_p50_ms_image, r.miou), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if not points:
         ax.text(0.5, 0.5, "no measurements", ha="center", va="center", transform=ax.transAxes)
     ax.set_xscale("log")
     ax.set_xlabel("latency p50 per image, ms (log)")
     ax.set_ylabel("val mIoU %")
-    ax.set_title("Latency against mIoU, per runtime (measured here)")
+    ax.set_title("Latency against mIoU, per model and runtime (measured here)")
     ax.grid(alpha=0.3, which="both")
     _save(fig, path)
 

@@ -3,7 +3,8 @@
 Builds the model (paper setting by default: ViT-B-16, 512 px window, 21 classes, decoder d=128,
 skips from blocks 0 and 4), exports it the way the pipeline does (TorchScript pipeline, lite
 interpreter .ptl, ExecuTorch XNNPACK .pte fp32 and int8) into a temporary folder, and times one
-uint8 window through each on the CPU: eager fp32 PyTorch, TorchScript, .ptl, .pte fp32, .pte int8.
+uint8 window through each on the CPU: eager fp32 PyTorch, TorchScript, .ptl, .pte fp32, .pte int8. With
+--student the distilled student (random init) is timed the same way in the same run, beside the teacher.
 Latency does not depend on the weights, so random init (nothing to download) gives the real
 figures; for the same reason the int8 model is calibrated on random windows, which is fine for
 timing but says nothing about its accuracy (the export_torchscript stage calibrates on training
@@ -53,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per runtime (default: 10)")
     parser.add_argument("--calibration", type=int, default=4, help="random windows for the int8 calibration (default: 4)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 ExecuTorch export (the slowest step)")
+    parser.add_argument("--student", action="store_true",
+                        help="also time the distilled student (MobileNetV3-Large + LR-ASPP) at the same window, and "
+                             "its p50 as a share of the teacher's per runtime (writes deploy_<model>_<size>_student.*)")
     parser.add_argument("--out", default="reports/benchmarks", help="output folder (default: reports/benchmarks)")
 
 
@@ -126,9 +130,21 @@ def markdown_table(result: dict) -> str:
         f"{result['warmup']} warm-up + {result['repeats']} timed runs. Random weights (latency does not depend on them); "
         "int8 calibrated on random windows (timing only).",
         "",
-        "| runtime | mean ms | p50 ms | p90 ms | size MB | export s | argmax agreement vs eager % |",
-        "|---|---|---|---|---|---|---|",
+        *model_section(result, result["threads"]),
     ]
+    if "student" in result:
+        student = result["student"]
+        lines += ["", "## The distilled student (MobileNetV3-Large + LR-ASPP embedding head), same window, same run", "",
+                  *model_section(student, result["threads"]), "",
+                  "Student p50 per window as a share of SemiVL's on the same runtime: "
+                  + ", ".join(f"{LABELS[k]} {100 * v:.2f} %" for k, v in student["p50_share_of_teacher"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def model_section(result: dict, threads: int) -> list[str]:
+    """One model's latency table, roofline and XNNPACK delegation, as markdown lines."""
+    lines = ["| runtime | mean ms | p50 ms | p90 ms | size MB | export s | argmax agreement vs eager % |",
+             "|---|---|---|---|---|---|---|"]
     for key in RUNTIMES:
         entry = result["runtimes"].get(key)
         if entry is None:
@@ -140,12 +156,11 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {LABELS[key]} | {lat['mean']:.1f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {size} | {export_s} | {agree} |")
     if not result["optimize_for_mobile_applied"]:
         lines += ["", "optimize_for_mobile was not applied: this torch build has no XNNPACK (the .ptl is unoptimised)."]
-    if "roofline" in result:
-        roof = result["roofline"]
-        lines += ["", f"Roofline: {roof['gflops_per_window']} GFLOP per window; this machine's fp32 matmul runs at "
-                  f"{roof['matmul_gflops_per_s']} GFLOP/s on {result['threads']} threads, so an fp32 window cannot take "
-                  f"less than {roof['fp32_floor_ms']} ms. p50 over that floor: "
-                  + ", ".join(f"{LABELS[k]} {v}" for k, v in roof["p50_over_floor"].items()) + "."]
+    roof = result["roofline"]
+    lines += ["", f"Roofline: {roof['gflops_per_window']} GFLOP per window; this machine's fp32 matmul runs at "
+              f"{roof['matmul_gflops_per_s']} GFLOP/s on {threads} threads, so an fp32 window cannot take "
+              f"less than {roof['fp32_floor_ms']} ms. p50 over that floor: "
+              + ", ".join(f"{LABELS[k]} {v}" for k, v in roof["p50_over_floor"].items()) + "."]
     lines += ["", "XNNPACK delegation of the `.pte` files (ExecuTorch devtools): the nodes outside the delegate run on "
               "the portable reference kernels.", "",
               "| file | delegated pieces | delegated nodes | nodes left outside | most frequent outside |", "|---|---|---|---|---|"]
@@ -153,17 +168,23 @@ def markdown_table(result: dict) -> str:
         top = ", ".join(f"{op} {n}" for op, n in list(info["non_delegated_by_operator"].items())[:8])
         lines.append(f"| {LABELS[key]} | {info['delegated_pieces']} | {info['delegated_nodes']} | "
                      f"{info['non_delegated_nodes']} | {top} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def run(args: argparse.Namespace) -> None:
-    _check_args(args)
-    threads = args.threads
-    set_cpu_threads(threads)
-    torch.manual_seed(0)
-    size = args.image_size
-    log.info("building %s (random init), %d px window, %d classes", args.clip_model, size, args.classes)
-    network, model_cfg, text = build_random_model(args)
+def build_random_student(args: argparse.Namespace, embed_dim: int):
+    """The distilled student's network with random weights (latency does not depend on them)."""
+    from ..model.student import StudentConfig, build_student
+
+    cfg = StudentConfig(embed_dim=embed_dim, num_classes=args.classes,
+                        class_names=[f"class_{i}" for i in range(args.classes)])
+    student = build_student(cfg)
+    return student.eval(), cfg
+
+
+def time_runtimes(network, model_cfg, text, args: argparse.Namespace, name: str) -> dict:
+    """Export `network` to every runtime in a temporary folder and time one window through each:
+    {"runtimes", "xnnpack_delegation", "roofline", "optimize_for_mobile_applied"}."""
+    threads, size = args.threads, args.image_size
     mean, std = model_cfg.pixel_mean, model_cfg.pixel_std
     window_model = WindowModel(network, text, mean, std, size, size).eval()
     window = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -173,7 +194,8 @@ def run(args: argparse.Namespace) -> None:
     entries: dict[str, dict] = {}
 
     def measure(key: str, fn, path: Path | None = None, export_s: float | None = None) -> None:
-        log.info("timing %s (%d warm-up + %d runs, %d threads)", LABELS[key], args.warmup, args.repeats, threads)
+        log.info("%s: timing %s (%d warm-up + %d runs, %d threads)", name, LABELS[key], args.warmup, args.repeats,
+                 threads)
         with torch.inference_mode():
             output = fn(window)
             times = time_calls(lambda: fn(window), warmup=args.warmup, repeats=args.repeats)
@@ -185,7 +207,7 @@ def run(args: argparse.Namespace) -> None:
             "max_abs_diff": round(max_abs_diff(reference, output), 6),
             "argmax_agreement_pct": round(pixel_agreement(reference, output), 3),
         }
-        log.info("%s: mean %.1f ms, p50 %.1f ms, p90 %.1f ms", LABELS[key], stats.mean, stats.p50, stats.p90)
+        log.info("%s: %s mean %.1f ms, p50 %.1f ms, p90 %.1f ms", name, LABELS[key], stats.mean, stats.p50, stats.p90)
 
     measure("eager_fp32", window_model)
     with tempfile.TemporaryDirectory(prefix="semivl_bench_") as folder:
@@ -200,13 +222,14 @@ def run(args: argparse.Namespace) -> None:
         optimised = export_lite(window_model, folder / "model.ptl")
         measure("ptl", load_runtime(folder / "model.ptl"), folder / "model.ptl", time.perf_counter() - start)
 
-        log.info("lowering to ExecuTorch fp32 (XNNPACK)")
+        log.info("%s: lowering to ExecuTorch fp32 (XNNPACK)", name)
         start = time.perf_counter()
         delegation = {"pte_fp32": export_executorch(window_model, size, folder / "model_fp32.pte")}
         measure("pte_fp32", load_runtime(folder / "model_fp32.pte"), folder / "model_fp32.pte", time.perf_counter() - start)
 
         if not args.no_int8:
-            log.info("quantizing (int8, %d random calibration windows) and lowering to ExecuTorch", args.calibration)
+            log.info("%s: quantizing (int8, %d random calibration windows) and lowering to ExecuTorch", name,
+                     args.calibration)
             generator = torch.Generator().manual_seed(3)
             calibration = [torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=generator)
                            for _ in range(args.calibration)]
@@ -215,6 +238,25 @@ def run(args: argparse.Namespace) -> None:
                                                        folder / "model_int8.pte")
             measure("pte_int8", load_runtime(folder / "model_int8.pte"), folder / "model_int8.pte",
                     time.perf_counter() - start)
+    return {"runtimes": entries, "xnnpack_delegation": delegation,
+            "roofline": roofline(window_model, window, threads, entries), "optimize_for_mobile_applied": int(optimised)}
+
+
+def student_section(student: dict, teacher: dict) -> dict:
+    """The student's figures, and its p50 per window as a share of the teacher's on each runtime (same run)."""
+    share = {key: round(entry["latency_ms"]["p50"] / teacher["runtimes"][key]["latency_ms"]["p50"], 4)
+             for key, entry in student["runtimes"].items() if key in teacher["runtimes"]}
+    return {**student, "p50_share_of_teacher": share}
+
+
+def run(args: argparse.Namespace) -> None:
+    _check_args(args)
+    set_cpu_threads(args.threads)
+    torch.manual_seed(0)
+    size = args.image_size
+    log.info("building %s (random init), %d px window, %d classes", args.clip_model, size, args.classes)
+    network, model_cfg, text = build_random_model(args)
+    teacher = time_runtimes(network, model_cfg, text, args, "SemiVL")
 
     try:
         import executorch.version as et_version
@@ -224,17 +266,21 @@ def run(args: argparse.Namespace) -> None:
     result = {
         "setting": {"clip_model": args.clip_model, "image_size": size, "classes": args.classes,
                     "decoder_dim": args.decoder_dim, "skip_blocks": list(_skip_blocks(args.skip_blocks))},
-        "cpu": cpu_model_name(), "machine": platform.machine(), "threads": threads,
+        "cpu": cpu_model_name(), "machine": platform.machine(), "threads": args.threads,
         "torch": torch.__version__, "executorch": executorch_version,
         "warmup": args.warmup, "repeats": args.repeats,
-        "optimize_for_mobile_applied": int(optimised), "torch_has_xnnpack": int(xnnpack_in_torch()),
+        "torch_has_xnnpack": int(xnnpack_in_torch()),
         "int8_calibration": "random windows (timing only)" if not args.no_int8 else "skipped",
-        "runtimes": entries,
-        "xnnpack_delegation": delegation,
-        "roofline": roofline(window_model, window, threads, entries),
+        **teacher,
     }
-    out = Path(args.out)
     stem = f"deploy_{args.clip_model}_{size}".replace("/", "-")
+    if args.student:
+        log.info("building the distilled student (MobileNetV3-Large + LR-ASPP, random init), embeddings of %d",
+                 int(model_cfg.embed_dim))
+        student, student_cfg = build_random_student(args, int(model_cfg.embed_dim))
+        result["student"] = student_section(time_runtimes(student, student_cfg, text, args, "student"), teacher)
+        stem += "_student"
+    out = Path(args.out)
     write_json(out / f"{stem}.json", result)
     table = markdown_table(result)
     with atomic_path(out / f"{stem}.md") as tmp:

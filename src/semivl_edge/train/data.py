@@ -101,6 +101,33 @@ class LabeledCrops(Dataset):
         }
 
 
+class UnlabeledCrops(Dataset):
+    """Item (index, seed) -> {"image": float [3, c, c] normalised, "ignore": int64 [c, c] (255 = padding), "box":
+    a CutMix box}: the labeled crops' geometry without a mask (the distillation's unlabeled images, which the teacher
+    labels)."""
+
+    def __init__(self, layout: VOCLayout, ids: Sequence[str], spec: CropSpec, cutmix_prob: float,
+                 keep_decoded: bool = False):
+        self.layout, self.ids, self.spec, self.cutmix_prob = layout, list(ids), spec, cutmix_prob
+        self.geometry = augment.geometric_transform(spec.crop_size, spec.base_size, spec.scale_range)
+        self.files = DecodedFiles(keep_decoded)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def collate(self, samples: list[dict]) -> dict:
+        return default_collate(samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, seed = key
+        image = self.files.get(self.layout.image_path(self.ids[index]), "image", read_image)
+        with augment.seeded(seed):
+            image_t, ignore = self.geometry(augment.to_image(image), augment.to_mask(np.zeros(image.shape[:2], np.uint8)))
+            box = augment.sample_cutmix_box(self.spec.crop_size, self.cutmix_prob)
+        return {"image": normalize(image_t, self.spec.pixel_mean, self.spec.pixel_std),
+                "ignore": ignore.as_subclass(torch.Tensor).long(), "box": box}
+
+
 class UnlabeledViews(Dataset):
     """Item (index, seed) -> weak view (uint8), two strong views' parameters, ignore map (255 = padding), two CutMix
     boxes, and the true mask cropped like the weak view ("truth": all 255 where the image has no mask).
