@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -98,23 +99,41 @@ def renormalise(images: torch.Tensor, source: CropSpec, mean: Sequence[float], s
     return (unit - as_tensor(mean)) / as_tensor(std)
 
 
+def to_grid(maps: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel maps [B,C,H,W] averaged over the valid pixels of each cell of a coarser grid, and the grid's valid
+    cells (more than half valid)."""
+    weights = F.adaptive_avg_pool2d(valid.unsqueeze(1), size)
+    pooled = F.adaptive_avg_pool2d(maps * valid.unsqueeze(1), size) / weights.clamp(min=1e-6)
+    return pooled, (weights[:, 0] > 0.5).float()
+
+
 def distillation_terms(student: LanguageStudent, teacher: nn.Module, text: torch.Tensor, images: torch.Tensor,
                        student_images: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor | None,
                        cfg: DistillConfig) -> dict[str, torch.Tensor]:
-    """Every loss term of one batch (the first len(labels) images are the labeled ones)."""
-    size = (images.shape[-2], images.shape[-1])
+    """Every loss term of one batch (the first len(labels) images are the labeled ones).
+
+    The labels are matched at the crop's resolution; the teacher on the student's logit grid (stride 8, where
+    the student decides: its full-size logits are a bilinear upsampling of these), which makes the three
+    distillation terms 64x cheaper than at the crop's size."""
     with torch.no_grad():
         features = teacher.encode(images)
-        teacher_logits = teacher.decode(features, text, size).float()
+        teacher_logits = teacher.decode(features, text, (images.shape[-2], images.shape[-1])).float()
         teacher_dense = features[2].float()  # the dense CLIP map [B,E,h,w]: the teacher's view of the joint space
     embeddings = student.embed(student_images)
-    student_logits = student.classify(embeddings, text, size)
-    zero = student_logits.sum() * 0.0
+    grid = (embeddings.shape[-2], embeddings.shape[-1])
+    student_logits = student.grid_logits(embeddings, text)
+    teacher_grid, valid_grid = to_grid(teacher_logits, valid, grid)
+    if labels is not None:
+        supervised = supervised_loss(
+            F.interpolate(student_logits[: len(labels)], size=[images.shape[-2], images.shape[-1]], mode="bilinear",
+                          align_corners=False), labels)
+    else:
+        supervised = student_logits.sum() * 0.0
     return {
-        "supervised": supervised_loss(student_logits[: len(labels)], labels) if labels is not None else zero,
-        "pixel": pixel_distillation(student_logits, teacher_logits, valid, cfg.temperature),
+        "supervised": supervised,
+        "pixel": pixel_distillation(student_logits, teacher_grid, valid_grid, cfg.temperature),
         "region": region_distillation(embeddings, teacher_dense, teacher_logits, valid),
-        "image": image_distillation(student_logits, teacher_logits, valid),
+        "image": image_distillation(student_logits, teacher_grid, valid_grid),
     }
 
 
@@ -127,7 +146,8 @@ def distill(cfg: DistillConfig, inputs: DistillInputs, device: torch.device,
             on_step: Callable[[int, dict], None] | None = None) -> tuple[LanguageStudent, dict]:
     """Train a student from `inputs.teacher`; returns it (eval mode) and a summary for the metrics."""
     torch.manual_seed(cfg.seed)
-    student = build_student(inputs.student_cfg).to(device)
+    # channels-last: the depthwise convolutions' fastest layout on the CPU (a training step 15 % cheaper)
+    student = build_student(inputs.student_cfg).to(device, memory_format=torch.channels_last)
     teacher = inputs.teacher.to(device).eval().requires_grad_(False)
     text = inputs.text_embeddings.to(device, torch.float32)
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -153,8 +173,9 @@ def distill(cfg: DistillConfig, inputs: DistillInputs, device: torch.device,
             images = torch.cat([lab["image"], mixed]).to(device)
             valid = torch.cat([lab["mask"] != IGNORE_INDEX, mixed_ignore != IGNORE_INDEX]).to(device).float()
 
-            terms = distillation_terms(student, teacher, text, images, renormalise(images, inputs.crops, mean, std),
-                                       valid, lab["mask"].to(device), cfg)
+            student_images = renormalise(images, inputs.crops, mean, std).contiguous(memory_format=torch.channels_last)
+            terms = distillation_terms(student, teacher, text, images, student_images, valid, lab["mask"].to(device),
+                                       cfg)
             loss = total_loss(terms, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

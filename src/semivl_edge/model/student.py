@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..basics import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import PipelineError, first_line
+from .blocks import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,6 @@ class StudentConfig:
         return cls(**data)
 
 
-def l2_normalize_channels(x: Tensor) -> Tensor:
-    """x / ||x|| over dim 1 of [B, E, H, W], as a mean over the inner axes of a [B, 1, E, H*W] view times E
-    (the 4-d inner-axes mean is what XNNPACK takes; F.normalize's reduction is not)."""
-    b, e, h, w = x.shape
-    energy = (x * x).reshape(b, 1, e, h * w).mean(dim=2, keepdim=True) * e  # [B,1,1,H*W]
-    return x * torch.rsqrt(energy.reshape(b, 1, h, w) + 1e-12)
-
-
 class LRASPPEmbeddingHead(nn.Module):
     """(stride-8 features [B,L,h8,w8], stride-16 features [B,H,h16,w16]) -> embeddings [B,E,h8,w8]."""
 
@@ -124,11 +117,15 @@ class LanguageStudent(nn.Module):
     def embed(self, images: Tensor) -> Tensor:
         """Unit-length pixel embeddings [B,E,H/8,W/8] in the CLIP text space."""
         low = self.low(images)
-        return l2_normalize_channels(self.head(low, self.high(low)))
+        return l2_normalize(self.head(low, self.high(low)), dim=1)
+
+    def grid_logits(self, embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
+        """Cosine logits [B,C,h,w] of unit embeddings [B,E,h,w] against the (unit) class embeddings [C,E]."""
+        return torch.einsum("behw,ce->bchw", embeddings, text_embeddings) * self.logit_scale.exp()
 
     def classify(self, embeddings: Tensor, text_embeddings: Tensor, out_size: tuple[int, int]) -> Tensor:
-        """Cosine logits [B,C,*out_size] of unit embeddings [B,E,h,w] against the (unit) class embeddings [C,E]."""
-        logits = torch.einsum("behw,ce->bchw", embeddings, text_embeddings) * self.logit_scale.exp()
+        """The cosine logits upsampled to [B,C,*out_size]."""
+        logits = self.grid_logits(embeddings, text_embeddings)
         return F.interpolate(logits, size=[out_size[0], out_size[1]], mode="bilinear", align_corners=False)
 
     def forward(self, images: Tensor, text_embeddings: Tensor) -> Tensor:
