@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 STREAM_LABELED, STREAM_UNLABELED = 10, 11  # sample streams of their own (the teacher's training used 0-2)
 TERMS = ("supervised", "pixel", "region", "image")
+LOG_EVERY = 100  # iterations between log lines (the bar shows every one on a terminal)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ def distill(cfg: DistillConfig, inputs: DistillInputs, device: torch.device,
 
             last = {"loss": loss.item(), **{name: value.item() for name, value in terms.items()}}
             bar.set_postfix(loss=f"{last['loss']:.3f}", pixel=f"{last['pixel']:.3f}")
+            if (iteration + 1) % LOG_EVERY == 0:
+                log.info("distill %d/%d: %s", iteration + 1, cfg.iterations,
+                         ", ".join(f"{name} {value:.4f}" for name, value in last.items()))
             if on_step is not None:
                 on_step(iteration + 1, last)
     seconds = time.perf_counter() - started
