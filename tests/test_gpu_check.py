@@ -35,5 +35,6 @@ def test_gpu_check_dry_runs_the_whole_sequence_on_the_cpu(tmp_path):
     report = json.loads(out.read_text())
     assert report["dry"] and report["bf16_vs_fp32"]["steps"] == 2 and len(report["bf16_vs_fp32"]["loss_bf16"]) == 2
     assert report["train"]["iterations_per_second"] > 0 and report["eval_gpu"]["images_per_second"] > 0
+    assert report["distill"]["iterations_per_second"] > 0
     assert report["train_ddp"] is None  # no GPU here
     assert (REPO / "scripts/gpu_check.sh").stat().st_mode & 0o111

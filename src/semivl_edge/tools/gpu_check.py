@@ -6,7 +6,8 @@ reports/benchmarks/gpu_check.json:
 1. bf16 against fp32: the training loss of the first steps with `train.amp` bf16 and none (same seed, same data);
 2. `train` with the paper's settings in bf16: iterations per second and peak GPU memory;
 3. `train` under torchrun DDP on every visible GPU (`train.gpus`), when there is more than one;
-4. `eval_gpu`: images and windows per second.
+4. `distill`: the student's iterations per second (eval_gpu evaluates it beside the teacher);
+5. `eval_gpu`: images and windows per second.
 `--dry` runs the same sequence on the CPU with semivl-tiny at 64 px and 2 iterations, to check the flow anywhere;
 its figures mean nothing.
 """
@@ -61,6 +62,7 @@ def scratch_params(dry: bool, iterations: int) -> dict:
     params["train"].update(iterations=iterations, crop_size=size, base_size=size, eval_every=10**6,
                            checkpoint_every=10**6, device="cpu" if dry else "cuda", amp="bf16", workers=0 if dry else 4,
                            gpus=1)
+    params["distill"].update(iterations=iterations, device="cpu" if dry else "cuda")
     params["eval"].update(short_side=size, crop_size=size, stride=48 if dry else 426, device="cpu" if dry else "cuda",
                           repeats=4 if dry else 20)
     return params
@@ -139,6 +141,12 @@ def check(project: Path, dry: bool, iterations: int) -> dict:
     else:
         result["train_ddp"] = None
         log.info("train DDP: skipped (%d GPU visible)", gpus)
+
+    _stage(project, "distill", params)
+    distilled = json.loads((project / "reports/metrics/distill.json").read_text())
+    result["distill"] = {"iterations": distilled["iterations"], "device": distilled["device"],
+                         "iterations_per_second": round(1 / distilled["seconds_per_iteration"], 3)}
+    log.info("distill: %.2f iterations/s (%s)", result["distill"]["iterations_per_second"], distilled["device"])
 
     _stage(project, "eval_gpu", params)
     evaluation = json.loads((project / "reports/metrics/eval_gpu.json").read_text())
