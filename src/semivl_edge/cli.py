@@ -19,6 +19,7 @@ COMMANDS = {
     ("preset",): ("semivl_edge.tools.preset", "Write a named setting into params.yaml (voc-paper: SemiVL's VOC setting; embedded: the default)."),
     ("gpu-check",): ("semivl_edge.tools.gpu_check", "The paper preset's GPU paths in minutes: bf16 vs fp32, iterations/s, memory, DDP, eval throughput."),
     ("clip-asset",): ("semivl_edge.tools.clip_asset", "Version a clip_pretrain output as the embedded default's CLIP asset, with provenance."),
+    ("student-asset",): ("semivl_edge.tools.student_asset", "Pretrain the student on CLIP's dense map and version it as distill.init, with provenance."),
 }
 
 

@@ -26,7 +26,7 @@ _SECTIONS = {
              "optim.poly_power optim.warmup_iterations unimatch.conf_threshold unimatch.fp_dropout unimatch.cutmix_prob "
              "guidance.lambda guidance.zeta guidance.temperature",
     "distill": "iterations batch_size lr weight_decay poly_power weights.pixel weights.region weights.image temperature "
-               "cutmix_prob head_channels imagenet_weights seed device",
+               "cutmix_prob head_channels init imagenet_weights seed device",
     "eval": "mode short_side crop_size stride device amp warmup repeats qualitative",
     "eval_cpu": "threads",
     "export": "parity_images max_abs_diff min_argmax_agreement",

@@ -30,6 +30,7 @@ from .blocks import l2_normalize
 log = logging.getLogger(__name__)
 
 FORMAT = "semivl-edge-student"
+INIT_FORMAT = "semivl-edge-student-init"
 BACKBONES = ("mobilenet_v3_large",)
 LOW_LEVEL_STAGE = 6  # index in mobilenet_v3_large(dilated=True).features of the last stride-8 block (40 channels)
 WEIGHTS_NONE = "none"
@@ -46,6 +47,7 @@ class StudentConfig:
     backbone: str = "mobilenet_v3_large"
     head_channels: int = 128  # LR-ASPP's inner width (torchvision: 128)
     imagenet_weights: str = WEIGHTS_NONE  # where the backbone started: none (random init) | a state dict file
+    init: str = WEIGHTS_NONE  # where the whole student started: none | a student init file (save_student_init)
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
     pixel_std: tuple[float, float, float] = IMAGENET_STD
     decoder: str = "vlg"  # the export stage's switch for the text-taking files: this model always takes text
@@ -58,6 +60,9 @@ class StudentConfig:
             raise PipelineError(f"distill.backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.head_channels < 8:
             raise PipelineError(f"distill.head_channels must be at least 8, got {self.head_channels}")
+        if self.imagenet_weights != WEIGHTS_NONE and self.init != WEIGHTS_NONE:
+            raise PipelineError(f"distill.init ({self.init}) and distill.imagenet_weights ({self.imagenet_weights}) "
+                                "both set: a student starts from one of them (set the other to none)")
         if self.embed_dim < 1 or self.num_classes < 1:
             raise PipelineError(f"student config: embed_dim {self.embed_dim} and num_classes {self.num_classes} "
                                 "must be positive")
@@ -147,15 +152,58 @@ def load_backbone_weights(student: LanguageStudent, path: str) -> None:
                             f"({first_line(exc)[:160]})") from None
 
 
+def _init_shape(cfg: StudentConfig) -> dict[str, str]:
+    """What a student init file must agree on (the class set is not part of the weights)."""
+    return {"backbone": cfg.backbone, "embed_dim": str(cfg.embed_dim), "head_channels": str(cfg.head_channels)}
+
+
+def save_student_init(path, student: LanguageStudent, provenance: str) -> None:
+    """The whole student's weights in float16 (half the size; loaded back as float32), for `distill.init`."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous().cpu()
+             for k, v in student.state_dict().items()}
+    save_file(state, str(path), metadata={"format": INIT_FORMAT, **_init_shape(student.cfg), "provenance": provenance})
+
+
+def load_student_init(student: LanguageStudent, path: str) -> None:
+    """A student init file (save_student_init) into the whole student, strictly; a file that does not fit stops
+    with a one-line error naming it and what differs."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {k: handle.get_tensor(k) for k in handle.keys()}
+    except (OSError, SafetensorError) as exc:
+        raise PipelineError(f"distill.init {path}: not a readable safetensors file ({first_line(exc)[:120]})") from None
+    if metadata.get("format") != INIT_FORMAT:
+        raise PipelineError(f"distill.init {path}: not a student init file (made by semivl-edge student-asset)")
+    wrong = [f"{k} {metadata.get(k)} (this student: {v})" for k, v in _init_shape(student.cfg).items()
+             if metadata.get(k) != v]
+    if wrong:
+        raise PipelineError(f"distill.init {path}: made for another student: " + ", ".join(wrong))
+    reference = student.state_dict()
+    student.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()},
+                            strict=True)
+
+
 def build_student(cfg: StudentConfig, *, load_pretrained: bool = True) -> LanguageStudent:
-    """A student in train mode (random init from torch's current RNG, then the ImageNet backbone if given)."""
+    """A student in train mode: random init from torch's current RNG, then the init file or the ImageNet backbone
+    if one is given."""
     student = LanguageStudent(cfg)
+    if load_pretrained and cfg.init != WEIGHTS_NONE:
+        load_student_init(student, cfg.init)
     if load_pretrained and cfg.imagenet_weights != WEIGHTS_NONE:
         load_backbone_weights(student, cfg.imagenet_weights)
     return student.train()
 
 
 def describe_student(cfg: StudentConfig) -> str:
-    weights = "random init (no distill.imagenet_weights)" if cfg.imagenet_weights == WEIGHTS_NONE \
-        else f"ImageNet weights {cfg.imagenet_weights}"
+    if cfg.init != WEIGHTS_NONE:
+        weights = f"from {cfg.init} (CLIP dense-map pretraining)"
+    elif cfg.imagenet_weights != WEIGHTS_NONE:
+        weights = f"ImageNet weights {cfg.imagenet_weights}"
+    else:
+        weights = "random init (no distill.init or distill.imagenet_weights)"
     return f"{cfg.backbone} + LR-ASPP embedding head, {weights}"

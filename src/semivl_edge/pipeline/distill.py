@@ -9,8 +9,9 @@ scale_range) and writes
 - reports/distill/loss.csv: every loss term per iteration (DVC plots);
 - reports/metrics/distill.json: the terms at the end, time per iteration, and the student's and the teacher's val
   mIoU on the eval.* windows (their ratio is the issue's target: at least 0.9).
-`distill.imagenet_weights` starts the backbone from a torchvision mobilenet_v3_large state dict; without it the
-student starts from a random init, and the metrics say so.
+The student starts from `distill.init` (the embedded default: assets/semivl-tiny-student.safetensors, the whole
+student pretrained on the embedded CLIP's dense map by `semivl-edge student-asset`), or with `distill.imagenet_weights`
+from a torchvision mobilenet_v3_large state dict, or (both none) from a random init; the metrics say which.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def run(params: Params) -> None:
     student_cfg = StudentConfig(
         embed_dim=int(text_embeddings.shape[1]), num_classes=int(text_embeddings.shape[0]),
         class_names=list(teacher_cfg.class_names), head_channels=params.get_int("distill.head_channels", min=8),
-        imagenet_weights=params.get_str("distill.imagenet_weights"),
+        imagenet_weights=params.get_str("distill.imagenet_weights"), init=params.get_str("distill.init"),
         pixel_mean=teacher_cfg.pixel_mean, pixel_std=teacher_cfg.pixel_std,
     )
     ids = {name: read_ids(SPLITS_DIR / f"{name}.txt") for name in ("labeled", "unlabeled", "val")}

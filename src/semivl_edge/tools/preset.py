@@ -53,6 +53,7 @@ VOC_PAPER = {
     "eval.crop_size": 512,
     "eval.stride": 426,
     "mobile.input_size": 512,
+    "distill.init": "none",                   # the shipped init speaks semivl-tiny's 128-d space, not ViT-B/16's
 }
 # The same keys at the embedded default (tests/test_preset.py holds them equal to the committed params.yaml).
 EMBEDDED = {
@@ -87,6 +88,7 @@ EMBEDDED = {
     "eval.crop_size": 128,
     "eval.stride": 106,
     "mobile.input_size": 128,
+    "distill.init": "assets/semivl-tiny-student.safetensors",
 }
 PRESETS = {
     "voc-paper": ("SemiVL's Pascal VOC setting (ViT-B/16, 512 crops, 80 epochs, fp32)", VOC_PAPER),
@@ -99,6 +101,7 @@ LEFT_TO_YOU = {
         ("clip.pretrained", "openai (open_clip downloads it) or a local OpenAI ViT-B-16 weights file"),
         ("split.labeled_file", "the official labeled list, e.g. UniMatch's splits/pascal/92/labeled.txt"),
         ("model.imagenet_weights", "optional: torchvision vit_b_16 ImageNet weights, for the UniMatch(ViT) baseline row"),
+        ("distill.imagenet_weights", "optional: torchvision mobilenet_v3_large ImageNet weights, for the student"),
     ],
 }
 
