@@ -2,7 +2,6 @@
 default student; init files refuse a student they were not made for; `semivl-edge student-asset` makes one."""
 import argparse
 import json
-from pathlib import Path
 
 import pytest
 import torch
