@@ -102,6 +102,8 @@ LEFT_TO_YOU = {
         ("split.labeled_file", "the official labeled list, e.g. UniMatch's splits/pascal/92/labeled.txt"),
         ("model.imagenet_weights", "optional: torchvision vit_b_16 ImageNet weights, for the UniMatch(ViT) baseline row"),
         ("distill.imagenet_weights", "optional: torchvision mobilenet_v3_large ImageNet weights, for the student"),
+        ("distill.iterations", "the student's schedule: the default 80 suits the embedded init; from ImageNet weights on "
+                               "VOC plan thousands (MGD: 34 epochs of SGD)"),
     ],
 }
 
