@@ -50,8 +50,7 @@ def dense_feature_loss(embeddings: torch.Tensor, clip_dense: torch.Tensor) -> to
 
 
 def pretrain_student(student: LanguageStudent, clip_dense: Callable[[torch.Tensor], torch.Tensor],
-                     views: CaptionedViews, cfg: StudentPretrainConfig, device: torch.device,
-                     on_step: Callable[[int, float], None] | None = None) -> dict:
+                     views: CaptionedViews, cfg: StudentPretrainConfig, device: torch.device) -> dict:
     """Train `student` in place; `clip_dense(images)` is the frozen CLIP's dense map. Returns a summary."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -72,8 +71,6 @@ def pretrain_student(student: LanguageStudent, clip_dense: Callable[[torch.Tenso
         loss_value = loss.item()
         if (step + 1) % LOG_EVERY == 0:
             log.info("student pretraining %d/%d: loss %.4f", step + 1, cfg.steps, loss_value)
-        if on_step is not None:
-            on_step(step + 1, loss_value)
     seconds = time.perf_counter() - started
     return {"steps": cfg.steps, "final_loss": round(loss_value, 4), "wall_time_s": round(seconds, 1),
             "seconds_per_step": round(seconds / cfg.steps, 4)}

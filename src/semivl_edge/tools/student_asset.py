@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -81,7 +80,9 @@ def run(args: argparse.Namespace) -> None:
              model_cfg.clip_pretrained, cfg.steps, cfg.batch_size, device)
     summary = pretrain_student(student, lambda images: clip.encode(images)[2], views, cfg, device)
 
-    command = "semivl-edge student-asset " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "semivl-edge student-asset"
+    # the settings that made it, as a command (whatever the command line or caller was)
+    command = (f"semivl-edge student-asset --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} "
+               f"--images {args.images} --seed {args.seed} --params {args.params}")
     with atomic_path(args.asset) as tmp:
         save_student_init(tmp, student.cpu(), provenance=command)
         size_mb = tmp.stat().st_size / 1e6
