@@ -6,9 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semivl_edge.export.mobile import WindowModel, example_window, lower_to_executorch
+from semivl_edge.export.mobile import WindowModel, example_window, lower_to_executorch, quantize_int8
 from semivl_edge.export.runtimes import load_runtime
-from semivl_edge.export.xnnpack_ops import XnnpackGroupNorm, XnnpackLayerNorm, xnnpack_friendly
+from semivl_edge.export.xnnpack_ops import (
+    XnnpackDenseCLIPEncoder,
+    XnnpackGroupNorm,
+    XnnpackLayerNorm,
+    xnnpack_friendly,
+)
 from semivl_edge.model.blocks import _exported_attention, l2_normalize, multi_head_attention
 from semivl_edge.model.segmenter import build_model
 
@@ -56,20 +61,55 @@ def test_the_rewrite_keeps_the_weights_and_leaves_the_model_alone():
         torch.testing.assert_close(friendly(images, text), network(images, text), atol=1e-4, rtol=1e-4)
 
 
+def test_the_value_path_multiplies_by_weights_of_its_own():
+    network = build_model(model_config(image_size=64, num_classes=5)).eval()
+    encoder = xnnpack_friendly(network).encoder
+    assert isinstance(encoder, XnnpackDenseCLIPEncoder)
+    last = len(encoder.visual.transformer.resblocks) - 1
+    for index in (*network.encoder.skip_blocks, last):
+        weight, bias = encoder.value_projection(index)
+        expected_weight, expected_bias = network.encoder.value_projection(index)
+        assert weight._base is None and weight.data_ptr() != expected_weight.data_ptr()  # a tensor, not a slice
+        torch.testing.assert_close(weight, expected_weight)
+        torch.testing.assert_close(bias, expected_bias)
+
+
+def _window_model(size: int = 64, classes: int = 21) -> WindowModel:
+    torch.manual_seed(0)
+    network = build_model(model_config(image_size=size, num_classes=classes)).eval()
+    text = F.normalize(torch.randn(classes, 128), dim=-1)
+    return WindowModel(network, text, (0.5,) * 3, (0.25,) * 3, size, size).eval()
+
+
+# Left to the portable kernels, none of these: norms, the attention mask, convolutions, the L2 norm's pow / sum,
+# pooling, and matmuls (the value path's, while its weight was a slice taken at run time).
+NEVER_OUTSIDE = ("native_layer_norm", "native_group_norm", "logical_not", "any_dim", "full_like", "where_self",
+                 "convolution", "pow", "sum_dim", "avg_pool2d", "mm", "linear", "dequantize")
+
+
 @pytest.mark.slow
 def test_the_exported_segmenter_runs_inside_xnnpack_but_for_a_few_ops(tmp_path):
-    torch.manual_seed(0)
-    network = build_model(model_config(image_size=64, num_classes=21)).eval()
-    window_model = WindowModel(network, F.normalize(torch.randn(21, 128), dim=-1), (0.5,) * 3, (0.25,) * 3, 64, 64)
-    summary = lower_to_executorch(window_model.eval(), (example_window(64),), tmp_path / "model.pte")
+    window_model = _window_model()
+    summary = lower_to_executorch(window_model, (example_window(64),), tmp_path / "model.pte")
     left = summary["non_delegated_by_operator"]
-    # No norm, attention mask, convolution, L2 norm or pooling left to the portable kernels; few hand-overs
-    # (before the rewrite: 54 pieces, 307 nodes outside).
-    for op in ("native_layer_norm", "native_group_norm", "logical_not", "any_dim", "full_like", "where_self",
-               "convolution", "pow", "sum_dim", "avg_pool2d"):
+    for op in NEVER_OUTSIDE:
         assert not any(op in name for name in left), (op, left)
-    assert summary["delegated_pieces"] <= 6 and summary["non_delegated_nodes"] <= 45, summary
+    # few hand-overs (before the rewrite: 54 pieces, 307 nodes outside)
+    assert summary["delegated_pieces"] <= 3 and summary["non_delegated_nodes"] <= 25, summary
     window = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(load_runtime(tmp_path / "model.pte")(window), window_model(window),
                                    atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_int8_segmenter_runs_its_matmuls_inside_xnnpack(tmp_path):
+    window_model = _window_model()
+    generator = torch.Generator().manual_seed(3)
+    calibration = [torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=generator) for _ in range(2)]
+    summary = lower_to_executorch(quantize_int8(window_model, calibration), (example_window(64),),
+                                  tmp_path / "model_int8.pte")
+    left = summary["non_delegated_by_operator"]
+    for op in NEVER_OUTSIDE:
+        assert not any(op in name for name in left), (op, left)
+    assert summary["delegated_pieces"] <= 3, summary

@@ -149,9 +149,6 @@ def quiet_export() -> Iterator[None]:
 def _executorch():
     try:
         with quiet_torchscript():  # executorch/torchao modules use jit decorators at import time
-            # out variants of quantized_decomposed ops: the int8 graph keeps a few weight dequantizations
-            # outside the delegate (the value path's sliced q/k/v weights), which need them
-            import executorch.kernels.quantized  # noqa: F401
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
             from executorch.exir.backend.canonical_partitioners.duplicate_constant_node_pass import (
@@ -176,8 +173,15 @@ def _executorch():
                       | set(signature.inputs_to_lifted_tensor_constants))
             shared = [node.name for node in program.graph.nodes
                       if node.op == "placeholder" and node.name in lifted and len(node.users) > 1]
-            for name in shared:
-                duplicate_constant_node(program, name)
+            # Each duplication re-validates the whole program (0.3-0.6 s with the encoder's ~50 shared weights):
+            # validate once, after all of them.
+            program._validate = lambda: None
+            try:
+                for name in shared:
+                    duplicate_constant_node(program, name)
+            finally:
+                del program._validate
+            program._validate()
             return ExportedProgramPassResult(program, bool(shared))
 
     return XnnpackPartitioner, to_edge_transform_and_lower, UnshareConstants

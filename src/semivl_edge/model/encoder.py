@@ -89,13 +89,17 @@ class DenseCLIPEncoder(nn.Module):
         x = x + block.ls_1(y)
         return x + block.ls_2(block.mlp(block.ln_2(x)))
 
+    def value_projection(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight [W, W], bias [W] or None): the v third of block `index`'s packed q/k/v projection."""
+        attn = self.visual.transformer.resblocks[index].attn
+        width = attn.embed_dim
+        bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+        return attn.in_proj_weight[2 * width:], bias
+
     def _value_path(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self.visual.transformer.resblocks[index]
-        attn = block.attn
-        width = x.shape[-1]
-        bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
-        v = F.linear(block.ln_1(x), attn.in_proj_weight[2 * width:], bias)
-        x = x + block.ls_1(attn.out_proj(v))
+        v = F.linear(block.ln_1(x), *self.value_projection(index))
+        x = x + block.ls_1(block.attn.out_proj(v))
         return x + block.ls_2(block.mlp(block.ln_2(x)))
 
     @staticmethod
