@@ -38,7 +38,7 @@ PARAMS = {
 
 
 class StandIn(nn.Module):
-    """forward(images_normalised [B,3,H,W], text [C,E]) -> logits [B,C,H,W], like SemiVLSegmenter."""
+    """forward(images_normalised [B,3,H,W], text [C,E]) -> logits [B,C,H,W], like SemiVLSegmenter (encode, decode)."""
 
     def __init__(self, embed_dim: int):
         super().__init__()
@@ -46,17 +46,24 @@ class StandIn(nn.Module):
         self.proj = nn.Linear(32, 3 * embed_dim)
         self.mix = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
 
-    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.patch(images)
         side = F.conv2d(images * 0.5, self.patch.weight, self.patch.bias, stride=8)  # the same weight read twice
         b, _, h, w = x.shape
         tokens = (x + torch.relu(side)).flatten(2).transpose(1, 2)
-        e = text.shape[1]
+        e = self.mix.in_channels
         value = F.linear(tokens, self.proj.weight[2 * e :], self.proj.bias[2 * e :])  # a sliced weight
-        features = value.transpose(1, 2).reshape(b, e, h, w)
-        features = F.normalize(self.mix(torch.relu(features)), dim=1)
+        return x, side, value.transpose(1, 2).reshape(b, e, h, w)
+
+    def decode(self, features, text: torch.Tensor, size) -> torch.Tensor:
+        x, side, value = features
+        gate = torch.sigmoid((x + side).mean(dim=1, keepdim=True))
+        features = F.normalize(self.mix(torch.relu(value)) * gate, dim=1)
         logits = torch.einsum("behw,ce->bchw", features, text) * 10.0
-        return F.interpolate(logits, size=[images.shape[2], images.shape[3]], mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=[size[0], size[1]], mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(images), text, (images.shape[2], images.shape[3]))
 
 
 def student_stand_in(embed_dim: int, names: list[str]) -> nn.Module:
@@ -232,7 +239,7 @@ def test_bench_deploy_times_every_runtime_and_writes_the_table(tmp_path, monkeyp
     bench_deploy.add_arguments(parser)
     args = parser.parse_args(["--clip-model", "semivl-tiny", "--image-size", str(SIZE), "--classes", str(CLASSES),
                               "--threads", "1", "--warmup", "0", "--repeats", "2", "--calibration", "2",
-                              "--student", "--out", str(tmp_path)])
+                              "--student", "--split", "--out", str(tmp_path)])
     before = torch.get_num_threads()
     try:
         bench_deploy.run(args)
@@ -250,6 +257,16 @@ def test_bench_deploy_times_every_runtime_and_writes_the_table(tmp_path, monkeyp
     roof = result["roofline"]
     assert roof["gflops_per_window"] > 0 and roof["matmul_gflops_per_s"] > 0 and "Roofline:" in table
     assert set(roof["p50_over_floor"]) == set(bench_deploy.RUNTIMES)
+    p50 = {key: entry["latency_ms"]["p50"] for key, entry in result["runtimes"].items()}
+    ratios = result["speed_ratios"]
+    assert ratios["pte_fp32_vs_eager_fp32"] == pytest.approx(p50["eager_fp32"] / p50["pte_fp32"], rel=1e-3)
+    assert ratios["pte_int8_vs_pte_fp32"] == pytest.approx(p50["pte_fp32"] / p50["pte_int8"], rel=1e-3)
+    assert "Speed-ups, p50 over p50 in this run:" in table
+    # --split: the encoder and the decoder exported and timed apart, on every runtime that runs a .pte
+    assert {part: set(times) for part, times in result["split"].items()} == {
+        part: {"eager_fp32", "pte_fp32", "pte_int8"} for part in ("encoder", "decoder")}
+    assert all(p > 0 for times in result["split"].values() for p in times.values())
+    assert "Where the time goes" in table and "| decoder |" in table
     # --student: the distilled student timed the same way, beside the teacher, every operator in XNNPACK
     student = result["student"]
     assert set(student["runtimes"]) == set(student["p50_share_of_teacher"]) == set(bench_deploy.RUNTIMES)

@@ -149,6 +149,9 @@ def quiet_export() -> Iterator[None]:
 def _executorch():
     try:
         with quiet_torchscript():  # executorch/torchao modules use jit decorators at import time
+            # out variants of quantized_decomposed ops, for an int8 graph that leaves a weight dequantization outside
+            # the delegate (a weight computed at run time, e.g. sliced: xnnpack_ops rewrites SemiVL's one such case)
+            import executorch.kernels.quantized  # noqa: F401
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
             from executorch.exir.backend.canonical_partitioners.duplicate_constant_node_pass import (
@@ -187,28 +190,28 @@ def _executorch():
     return XnnpackPartitioner, to_edge_transform_and_lower, UnshareConstants
 
 
-def quantize_int8(window_model: WindowModel, calibration: Iterable[Tensor]) -> nn.Module:
-    """Static int8 (symmetric, per-channel weights) with the XNNPACK quantizer, calibrated on uint8 windows."""
+def quantize_int8(module: nn.Module, calibration: Iterable[Tensor | tuple[Tensor, ...]]) -> nn.Module:
+    """Static int8 (symmetric, per-channel weights) with the XNNPACK quantizer, calibrated on `calibration`: inputs of
+    `module` (a window model's: uint8 windows), each a tensor or a tuple of tensors; the first also traces it."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    example = (example_window(window_model.size),)
+    batches = [item if isinstance(item, tuple) else (item,) for item in calibration]
+    if not batches:
+        raise PipelineError("mobile.calibration_images: int8 calibration needs at least one image")
     with quiet_export():
-        captured = torch.export.export(xnnpack_friendly(window_model.eval()), example, strict=False).module()
-        # The norms stay float (their statistics would lose too much in int8), inside the delegate all the same.
+        captured = torch.export.export(xnnpack_friendly(module.eval()), batches[0], strict=False).module()
+        # These stay float, inside the delegate all the same: the norms (their statistics would lose too much in int8), and
+        # what ExecuTorch's XNNPACK delegate runs in fp32 only: the attention's two batched matmuls, softmax, GELU.
         quantizer = (XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
                      .set_module_type(XnnpackLayerNorm, None).set_module_type(XnnpackGroupNorm, None))
         prepared = prepare_pt2e(captured, quantizer)
-        seen = 0
         with torch.no_grad():
-            for window in calibration:
-                prepared(window)
-                seen += 1
-        if seen == 0:
-            raise PipelineError("mobile.calibration_images: int8 calibration needs at least one image")
+            for batch in batches:
+                prepared(*batch)
         return convert_pt2e(prepared)
 
 

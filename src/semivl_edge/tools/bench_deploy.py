@@ -4,7 +4,9 @@ Builds the model (paper setting by default: ViT-B-16, 512 px window, 21 classes,
 skips from blocks 0 and 4), exports it the way the pipeline does (TorchScript pipeline, lite
 interpreter .ptl, ExecuTorch XNNPACK .pte fp32 and int8) into a temporary folder, and times one
 uint8 window through each on the CPU: eager fp32 PyTorch, TorchScript, .ptl, .pte fp32, .pte int8. With
---student the distilled student (random init) is timed the same way in the same run, beside the teacher.
+--student the distilled student (random init) is timed the same way in the same run, beside the teacher. With
+--split the encoder and the decoder are also exported and timed apart (eager, fp32 .pte, int8 .pte): where the
+time goes, since the pip build of ExecuTorch has no per-operator profiler (event tracer).
 Latency does not depend on the weights, so random init (nothing to download) gives the real
 figures; for the same reason the int8 model is calibrated on random windows, which is fine for
 timing but says nothing about its accuracy (the export_torchscript stage calibrates on training
@@ -21,12 +23,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..atomic import atomic_path, write_json
 from ..errors import PipelineError
-from ..evaluation.inference import InferenceConfig, max_abs_diff, pixel_agreement
+from ..evaluation.inference import InferenceConfig, max_abs_diff, normalise, pixel_agreement
 from ..evaluation.latency import LatencyStats, cpu_model_name, time_calls
-from ..export.mobile import WindowModel, export_executorch, export_lite, quantize_int8, xnnpack_in_torch
+from ..export.mobile import (
+    WindowModel,
+    export_executorch,
+    export_lite,
+    lower_to_executorch,
+    quantize_int8,
+    xnnpack_in_torch,
+)
+from ..export.open_vocabulary import ExecuTorchMethod
 from ..export.runtimes import load_runtime, set_cpu_threads
 from ..export.torchscript import save_torchscript, script_pipeline
 
@@ -57,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student", action="store_true",
                         help="also time the distilled student (MobileNetV3-Large + LR-ASPP) at the same window, and "
                              "its p50 as a share of the teacher's per runtime (writes deploy_<model>_<size>_student.*)")
+    parser.add_argument("--split", action="store_true",
+                        help="also export and time SemiVL's encoder (window -> features) and decoder (features -> "
+                             "logits) apart, in eager, fp32 .pte and int8 .pte: where the time goes")
     parser.add_argument("--out", default="reports/benchmarks", help="output folder (default: reports/benchmarks)")
 
 
@@ -120,6 +134,70 @@ def roofline(window_model, window, threads: int, entries: dict) -> dict:
             "p50_over_floor": {key: round(entry["latency_ms"]["p50"] / floor_ms, 2) for key, entry in entries.items()}}
 
 
+RATIO_LABELS = {"pte_fp32_vs_eager_fp32": "ExecuTorch fp32 .pte over eager fp32",
+                "pte_int8_vs_pte_fp32": "ExecuTorch int8 .pte over the fp32 .pte"}
+
+
+def speed_ratios(entries: dict) -> dict:
+    """How many times faster the fp32 .pte runs than eager fp32, and the int8 .pte than the fp32 .pte (p50s)."""
+    p50 = {key: entry["latency_ms"]["p50"] for key, entry in entries.items()}
+    pairs = {"pte_fp32_vs_eager_fp32": ("eager_fp32", "pte_fp32"), "pte_int8_vs_pte_fp32": ("pte_fp32", "pte_int8")}
+    return {name: round(p50[slow] / p50[fast], 3) for name, (slow, fast) in pairs.items() if slow in p50 and fast in p50}
+
+
+class EncoderPart(nn.Module):
+    """A window model's first half: uint8 window -> the encoder's features (the decoder's inputs)."""
+
+    def __init__(self, window_model: WindowModel):
+        super().__init__()
+        self.window_model = window_model
+
+    def forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.window_model
+        return model.network.encode(normalise(window, model.pixel_mean, model.pixel_std))
+
+
+class DecoderPart(nn.Module):
+    """A window model's second half: the encoder's features -> logits for the window."""
+
+    def __init__(self, window_model: WindowModel):
+        super().__init__()
+        self.window_model = window_model
+
+    def forward(self, skip_a: torch.Tensor, skip_b: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        model = self.window_model
+        return model.network.decode((skip_a, skip_b, dense), model.text_embeddings, (model.size, model.size))
+
+
+def split_timing(window_model: WindowModel, window: torch.Tensor, calibration: list, args: argparse.Namespace,
+                 folder: Path) -> dict:
+    """p50 ms of the encoder and of the decoder, each exported alone: {part: {runtime key: p50}}."""
+    encoder = EncoderPart(window_model).eval()
+    with torch.inference_mode():
+        features = tuple(f.contiguous() for f in encoder(window))
+        calibration_features = [tuple(f.contiguous() for f in encoder(w)) for w in calibration]
+    parts = {"encoder": (encoder, (window,), calibration),
+             "decoder": (DecoderPart(window_model).eval(), features, calibration_features)}
+    result: dict[str, dict[str, float]] = {}
+    for part, (module, inputs, part_calibration) in parts.items():
+        log.info("split: timing the %s alone", part)
+        with torch.inference_mode():
+            result[part] = {"eager_fp32": _p50(lambda: module(*inputs), args)}
+        programs = {"pte_fp32": module}
+        if not args.no_int8:
+            programs["pte_int8"] = quantize_int8(module, part_calibration)
+        for key, program in programs.items():
+            path = folder / f"{part}_{key}.pte"
+            lower_to_executorch(program, inputs, path)
+            method = ExecuTorchMethod(path)
+            result[part][key] = _p50(lambda: method(*inputs), args)
+    return result
+
+
+def _p50(fn, args: argparse.Namespace) -> float:
+    return round(LatencyStats.from_times(time_calls(fn, warmup=args.warmup, repeats=args.repeats)).p50, 1)
+
+
 def markdown_table(result: dict) -> str:
     setting = result["setting"]
     lines = [
@@ -156,6 +234,10 @@ def model_section(result: dict, threads: int) -> list[str]:
         lines.append(f"| {LABELS[key]} | {lat['mean']:.1f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {size} | {export_s} | {agree} |")
     if not result["optimize_for_mobile_applied"]:
         lines += ["", "optimize_for_mobile was not applied: this torch build has no XNNPACK (the .ptl is unoptimised)."]
+    ratios = result["speed_ratios"]
+    if ratios:
+        lines += ["", "Speed-ups, p50 over p50 in this run: " + ", ".join(
+            f"{RATIO_LABELS[k]} {v:.2f}x" for k, v in ratios.items()) + "."]
     roof = result["roofline"]
     lines += ["", f"Roofline: {roof['gflops_per_window']} GFLOP per window; this machine's fp32 matmul runs at "
               f"{roof['matmul_gflops_per_s']} GFLOP/s on {threads} threads, so an fp32 window cannot take "
@@ -168,6 +250,13 @@ def model_section(result: dict, threads: int) -> list[str]:
         top = ", ".join(f"{op} {n}" for op, n in list(info["non_delegated_by_operator"].items())[:8])
         lines.append(f"| {LABELS[key]} | {info['delegated_pieces']} | {info['delegated_nodes']} | "
                      f"{info['non_delegated_nodes']} | {top} |")
+    if "split" in result:
+        keys = list(next(iter(result["split"].values())))
+        lines += ["", "Where the time goes: each part exported and timed alone, p50 ms (the decoder from the encoder's "
+                  "features; int8 calibrated as above).", "",
+                  "| part | " + " | ".join(LABELS[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for part, times in result["split"].items():
+            lines.append(f"| {part} | " + " | ".join(f"{times[k]:.1f}" for k in keys) + " |")
     return lines
 
 
@@ -181,9 +270,10 @@ def build_random_student(args: argparse.Namespace, embed_dim: int):
     return student.eval(), cfg
 
 
-def time_runtimes(network, model_cfg, text, args: argparse.Namespace, name: str) -> dict:
+def time_runtimes(network, model_cfg, text, args: argparse.Namespace, name: str, split_parts: bool = False) -> dict:
     """Export `network` to every runtime in a temporary folder and time one window through each:
-    {"runtimes", "xnnpack_delegation", "roofline", "optimize_for_mobile_applied"}."""
+    {"runtimes", "speed_ratios", "xnnpack_delegation", "roofline", "optimize_for_mobile_applied"}, and "split" (the
+    encoder and decoder timed apart) with `split_parts`."""
     threads, size = args.threads, args.image_size
     mean, std = model_cfg.pixel_mean, model_cfg.pixel_std
     window_model = WindowModel(network, text, mean, std, size, size).eval()
@@ -227,19 +317,21 @@ def time_runtimes(network, model_cfg, text, args: argparse.Namespace, name: str)
         delegation = {"pte_fp32": export_executorch(window_model, size, folder / "model_fp32.pte")}
         measure("pte_fp32", load_runtime(folder / "model_fp32.pte"), folder / "model_fp32.pte", time.perf_counter() - start)
 
+        generator = torch.Generator().manual_seed(3)
+        calibration = [torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=generator)
+                       for _ in range(args.calibration)]
         if not args.no_int8:
             log.info("%s: quantizing (int8, %d random calibration windows) and lowering to ExecuTorch", name,
                      args.calibration)
-            generator = torch.Generator().manual_seed(3)
-            calibration = [torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=generator)
-                           for _ in range(args.calibration)]
             start = time.perf_counter()
             delegation["pte_int8"] = export_executorch(quantize_int8(window_model, calibration), size,
                                                        folder / "model_int8.pte")
             measure("pte_int8", load_runtime(folder / "model_int8.pte"), folder / "model_int8.pte",
                     time.perf_counter() - start)
-    return {"runtimes": entries, "xnnpack_delegation": delegation,
-            "roofline": roofline(window_model, window, threads, entries), "optimize_for_mobile_applied": int(optimised)}
+        split = split_timing(window_model, window, calibration, args, folder) if split_parts else None
+    result = {"runtimes": entries, "speed_ratios": speed_ratios(entries), "xnnpack_delegation": delegation,
+              "roofline": roofline(window_model, window, threads, entries), "optimize_for_mobile_applied": int(optimised)}
+    return result if split is None else {**result, "split": split}
 
 
 def student_section(student: dict, teacher: dict) -> dict:
@@ -256,7 +348,7 @@ def run(args: argparse.Namespace) -> None:
     size = args.image_size
     log.info("building %s (random init), %d px window, %d classes", args.clip_model, size, args.classes)
     network, model_cfg, text = build_random_model(args)
-    teacher = time_runtimes(network, model_cfg, text, args, "SemiVL")
+    teacher = time_runtimes(network, model_cfg, text, args, "SemiVL", split_parts=args.split)
 
     try:
         import executorch.version as et_version
