@@ -12,6 +12,7 @@ from semivl_edge.export.xnnpack_ops import (
     XnnpackDenseCLIPEncoder,
     XnnpackGroupNorm,
     XnnpackLayerNorm,
+    XnnpackUpBlock,
     xnnpack_friendly,
 )
 from semivl_edge.model.blocks import _exported_attention, l2_normalize, multi_head_attention
@@ -56,9 +57,11 @@ def test_the_rewrite_keeps_the_weights_and_leaves_the_model_alone():
     friendly = xnnpack_friendly(network)
     assert not any(isinstance(m, (nn.LayerNorm, nn.GroupNorm)) for m in friendly.modules())
     assert any(isinstance(m, nn.LayerNorm) for m in network.modules())  # the original is untouched
-    images, text = torch.randn(1, 3, 64, 64), F.normalize(torch.randn(5, 128), dim=-1)
+    assert sum(isinstance(m, XnnpackUpBlock) for m in friendly.modules()) == 2
+    images, text = torch.randn(2, 3, 64, 64), F.normalize(torch.randn(5, 128), dim=-1)
     with torch.no_grad():
-        torch.testing.assert_close(friendly(images, text), network(images, text), atol=1e-4, rtol=1e-4)
+        for batch in (images[:1], images):  # one window (the mobile files' case) and a batch
+            torch.testing.assert_close(friendly(batch, text), network(batch, text), atol=1e-4, rtol=1e-4)
 
 
 def test_the_value_path_multiplies_by_weights_of_its_own():

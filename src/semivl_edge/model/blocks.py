@@ -84,7 +84,10 @@ class SkipProjection(nn.Sequential):
 
 
 class UpBlock(nn.Module):
-    """x2 learned upsampling: transposed conv to (in - skip) channels, concat the skip, two conv+GN+ReLU."""
+    """x2 learned upsampling: transposed conv to (in - skip) channels, concat the skip, two conv+GN+ReLU.
+
+    x holds n maps per image ([B * n, in, h, w]: the VLG decoder's per-class maps, n = 1 for the plain decoder) and
+    the skip one map per image ([B, skip, 2h, 2w]), which every map of its image shares."""
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
         super().__init__()
@@ -95,6 +98,7 @@ class UpBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        skip = fast_layout(per_class(skip, x.shape[0] // skip.shape[0]))
         return self.convs(torch.cat([self.up(x), skip], dim=1))
 
 

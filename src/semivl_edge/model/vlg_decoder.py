@@ -10,7 +10,7 @@ Layout (d = decoder_dim, E = CLIP embed dim, W = ViT width), for a [h, w] token 
    tokens [d visual, d text (Linear E -> d + ReLU)]; pre-LN transformer layer (4 heads, FFN 4d); the first d
    channels are upsampled back and added;
 4. two x2 upsampling blocks d -> d/2 -> d/4 with skips: 3x3 conv + ReLU projections of the two encoder skip
-   maps (W -> d/4 for the later block, W -> d/8 for the earlier one), shared by all classes;
+   maps (W -> d/4 for the later block, W -> d/8 for the earlier one), shared by all classes of an image;
 5. 3x3 conv d/4 -> 1 per class: logits at stride patch/4, bilinearly resized to the requested size.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ASPP, SkipProjection, TransformerLayer, UpBlock, fast_layout, l2_normalize, per_class, resize
+from .blocks import ASPP, SkipProjection, TransformerLayer, UpBlock, fast_layout, l2_normalize, resize
 
 SEMANTIC_LAYERS = 2
 SEMANTIC_HEADS = 4
@@ -87,7 +87,7 @@ class VLGDecoder(nn.Module):
 
         skip_b = resize(self.skip_b_projection(skip_b), (2 * h, 2 * w), self.align_corners)
         skip_a = resize(self.skip_a_projection(skip_a), (4 * h, 4 * w), self.align_corners)
-        x = self.up1(x, fast_layout(per_class(skip_b, num_classes)))
-        x = self.up2(x, fast_layout(per_class(skip_a, num_classes)))
+        x = self.up1(x, skip_b)
+        x = self.up2(x, skip_a)
         logits = self.head(x).reshape(batch, num_classes, 4 * h, 4 * w)
         return resize(logits, tuple(out_size), self.align_corners)

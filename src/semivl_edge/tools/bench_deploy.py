@@ -173,7 +173,7 @@ def split_timing(window_model: WindowModel, window: torch.Tensor, calibration: l
                  folder: Path) -> dict:
     """p50 ms of the encoder and of the decoder, each exported alone: {part: {runtime key: p50}}."""
     encoder = EncoderPart(window_model).eval()
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference mode: the features are the decoder's example inputs for torch.export
         features = tuple(f.contiguous() for f in encoder(window))
         calibration_features = [tuple(f.contiguous() for f in encoder(w)) for w in calibration]
     parts = {"encoder": (encoder, (window,), calibration),
