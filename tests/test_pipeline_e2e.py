@@ -57,6 +57,17 @@ def test_dvc_repro_whole_pipeline_and_metrics_show(reproduced_project):
         assert entry["max_abs_diff"] <= params["max_abs_diff"]
         assert entry["argmax_agreement_pct"] >= params["min_argmax_agreement"]
 
+    # Both SemiVL .pte files run every matmul, convolution and norm inside XNNPACK (export.xnnpack_ops spells what it
+    # does not take): left to the portable kernels, none of those, nor the attention mask or the L2 norm's pow / sum.
+    # (At the tiny project's 2x2 token grid the semantic pooling's partial windows stay outside: avg_pool2d.)
+    for key in ("pte_fp32", "pte_int8"):
+        left = parity["mobile"][key]["xnnpack"]["non_delegated_by_operator"]
+        for op in ("native_layer_norm", "native_group_norm", "convolution", "mm", "linear", "dequantize", "pow",
+                   "sum_dim", "logical_not", "any_dim", "full_like", "where_self"):
+            assert not any(op in name for name in left), (key, op, left)
+        student = parity["student"]["mobile"][key]["xnnpack"]  # the convolutional student: wholly in XNNPACK
+        assert student["delegated_pieces"] == 1, (key, student["non_delegated_by_operator"])
+
     shown = json.loads(reproduced_project.dvc("metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
     for path in ("reports/metrics/eval_gpu.json", "reports/metrics/eval_cpu.json"):

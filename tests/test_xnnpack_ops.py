@@ -1,13 +1,11 @@
-"""The export-time rewrite into XNNPACK's operators: the same numbers, and the graph kept inside the delegate."""
+"""The export-time rewrite into XNNPACK's operators: the same numbers (the lowered files' delegation is checked on
+the tiny project's export, tests/test_pipeline_e2e.py)."""
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semivl_edge.export.mobile import WindowModel, example_window, lower_to_executorch, quantize_int8
-from semivl_edge.export.runtimes import load_runtime
 from semivl_edge.export.xnnpack_ops import (
     XnnpackDenseCLIPEncoder,
     XnnpackGroupNorm,
@@ -75,44 +73,3 @@ def test_the_value_path_multiplies_by_weights_of_its_own():
         assert weight._base is None and weight.data_ptr() != expected_weight.data_ptr()  # a tensor, not a slice
         torch.testing.assert_close(weight, expected_weight)
         torch.testing.assert_close(bias, expected_bias)
-
-
-def _window_model(size: int = 64, classes: int = 21) -> WindowModel:
-    torch.manual_seed(0)
-    network = build_model(model_config(image_size=size, num_classes=classes)).eval()
-    text = F.normalize(torch.randn(classes, 128), dim=-1)
-    return WindowModel(network, text, (0.5,) * 3, (0.25,) * 3, size, size).eval()
-
-
-# Left to the portable kernels, none of these: norms, the attention mask, convolutions, the L2 norm's pow / sum,
-# pooling, and matmuls (the value path's, while its weight was a slice taken at run time).
-NEVER_OUTSIDE = ("native_layer_norm", "native_group_norm", "logical_not", "any_dim", "full_like", "where_self",
-                 "convolution", "pow", "sum_dim", "avg_pool2d", "mm", "linear", "dequantize")
-
-
-@pytest.mark.slow
-def test_the_exported_segmenter_runs_inside_xnnpack_but_for_a_few_ops(tmp_path):
-    window_model = _window_model()
-    summary = lower_to_executorch(window_model, (example_window(64),), tmp_path / "model.pte")
-    left = summary["non_delegated_by_operator"]
-    for op in NEVER_OUTSIDE:
-        assert not any(op in name for name in left), (op, left)
-    # few hand-overs (before the rewrite: 54 pieces, 307 nodes outside)
-    assert summary["delegated_pieces"] <= 3 and summary["non_delegated_nodes"] <= 25, summary
-    window = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        torch.testing.assert_close(load_runtime(tmp_path / "model.pte")(window), window_model(window),
-                                   atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.slow
-def test_the_int8_segmenter_runs_its_matmuls_inside_xnnpack(tmp_path):
-    window_model = _window_model()
-    generator = torch.Generator().manual_seed(3)
-    calibration = [torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=generator) for _ in range(2)]
-    summary = lower_to_executorch(quantize_int8(window_model, calibration), (example_window(64),),
-                                  tmp_path / "model_int8.pte")
-    left = summary["non_delegated_by_operator"]
-    for op in NEVER_OUTSIDE:
-        assert not any(op in name for name in left), (op, left)
-    assert summary["delegated_pieces"] <= 3, summary
