@@ -2,51 +2,42 @@
 model_segment_fp32.pte give what PyTorch gives for the same names."""
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from semivl_edge.data.classes import load_classes
-from semivl_edge.export.open_vocabulary import (
-    ExecuTorchMethod,
-    SegmentWindowModel,
-    TextEncoder,
-    export_segment_window,
-    export_text_encoder,
-)
+from semivl_edge.export.open_vocabulary import ExecuTorchMethod, SegmentWindowModel
 from semivl_edge.model.clip import get_tokenizer, load_clip
-from semivl_edge.model.segmenter import build_model
+from semivl_edge.model.io import load_model
 from semivl_edge.model.text import mean_embeddings, prompts_for
 
-from conftest import model_config
-
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ["a photo of a {}.", "a picture of a {}."]
-SIZE = 64
 
 
-def test_a_class_renamed_by_a_synonym_segments_on_the_device_as_in_pytorch(tmp_path):
-    classes = load_classes(ROOT / "data/classes/voc.yaml")
+def test_a_class_renamed_by_a_synonym_segments_on_the_device_as_in_pytorch(reproduced_project):
+    """On the files the tiny project's export_torchscript stage wrote."""
+    root = reproduced_project.root
+    classes = load_classes(root / "data/classes/voc.yaml")
     sofa = classes.names.index("sofa")
     synonym = classes.definitions["gpt_concepts"][sofa][1]
     assert synonym == "couch"  # from the class file's concept lists, never a training text
     names = [[synonym] if i == sofa else [name] for i, name in enumerate(classes.names)]
 
-    clip = load_clip("semivl-tiny", str(ROOT / "assets/semivl-tiny-clip.safetensors"))
-    tokenizer = get_tokenizer("semivl-tiny")
-    export_text_encoder(TextEncoder(clip), tokenizer, tmp_path / "text_encoder.pte")
-    torch.manual_seed(0)
-    network = build_model(model_config(image_size=SIZE, class_names=classes.names)).eval()
-    trained_set = mean_embeddings(clip, tokenizer, [[n] for n in classes.names], TEMPLATES)
-    segmenter = SegmentWindowModel(network, trained_set, network.cfg.pixel_mean, network.cfg.pixel_std, SIZE, SIZE)
-    export_segment_window(segmenter, tmp_path / "model_segment_fp32.pte")
+    network, cfg, trained_set = load_model(root / "models/model.safetensors")
+    clip = load_clip(cfg.clip_model, str(root / cfg.clip_pretrained))
+    tokenizer = get_tokenizer(cfg.clip_model)
+    manifest = json.loads((root / "models/mobile/manifest.json").read_text())  # what an app reads
+    size = manifest["input_size"]
+    segmenter = SegmentWindowModel(network.eval(), trained_set, cfg.pixel_mean, cfg.pixel_std, size,
+                                   manifest["training_crop"])
 
     # The app's way: tokens -> text_encoder.pte -> mean of each class's prompts, normalised -> segmenter.
-    text_pte, segment_pte = ExecuTorchMethod(tmp_path / "text_encoder.pte"), ExecuTorchMethod(
-        tmp_path / "model_segment_fp32.pte")
+    text_pte = ExecuTorchMethod(root / "models/mobile/text_encoder.pte")
+    segment_pte = ExecuTorchMethod(root / "models/mobile/model_segment_fp32.pte")
     prompts = [prompts_for(group, TEMPLATES) for group in names]
     rows = text_pte(tokenizer([p for group in prompts for p in group]).to(torch.int64))
     on_device = F.normalize(rows.reshape(len(names), len(TEMPLATES), -1).mean(dim=1), dim=-1)
@@ -54,7 +45,7 @@ def test_a_class_renamed_by_a_synonym_segments_on_the_device_as_in_pytorch(tmp_p
     torch.testing.assert_close(on_device, in_pytorch, atol=1e-5, rtol=1e-5)
     assert (in_pytorch[sofa] - trained_set[sofa]).abs().max() > 1e-3  # the class set really changed
 
-    windows = torch.randint(0, 256, (3, 1, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    windows = torch.randint(0, 256, (3, 1, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     for window in windows:
         expected = segmenter(window, in_pytorch)
         got = segment_pte(window, on_device)
