@@ -33,7 +33,7 @@ SIZE = 64
 PARAMS = {
     "eval": {"mode": "sliding", "short_side": SIZE, "crop_size": SIZE, "stride": 48},
     "mobile": {"input_size": SIZE, "calibration_images": 3},
-    "export": {"parity_images": 3, "max_abs_diff": 1e-3, "min_argmax_agreement": 99.9},
+    "export": {"parity_images": 3, "max_abs_diff": 1e-3, "min_argmax_agreement": 99.9, "workers": 2},
 }
 
 

@@ -1,14 +1,16 @@
 """TorchScript and lite-interpreter export of the real tiny model: parity, metadata, bad files and inputs."""
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from semivl_edge.errors import PipelineError
 from semivl_edge.evaluation.inference import InferenceConfig, SegmentationPipeline, predict_windows
-from semivl_edge.export.mobile import WindowModel, export_lite, try_optimize_for_mobile, xnnpack_in_torch
+from semivl_edge.export.mobile import WindowModel, export_lite, lower_all, try_optimize_for_mobile, xnnpack_in_torch
 from semivl_edge.export.runtimes import load_runtime
 from semivl_edge.export.torchscript import measure_parity, quiet_torchscript, save_torchscript, script_pipeline
 
@@ -134,3 +136,30 @@ def test_fixed_size_artifact_refuses_other_sizes(exported):
         runtime(torch.zeros(1, 3, CROP, CROP))
     with pytest.raises(PipelineError, match="uint8"):
         load_runtime(folder / "model.ts")(torch.zeros(1, 3, 10, 10))
+
+
+def _write_pid(text: str, path: Path) -> dict:
+    """A stand-in lowering job (module level, so a worker process can unpickle it)."""
+    path.write_text(text)
+    return {"pid": os.getpid()}
+
+
+def _refuse(path: Path) -> dict:
+    raise PipelineError(f"{path.name}: cannot be lowered")
+
+
+@pytest.mark.slow  # worker processes start by importing torch
+def test_lower_all_writes_every_file_in_worker_processes_and_keeps_the_job_order(tmp_path):
+    jobs = {tmp_path / f"{name}.pte": (_write_pid, (name,)) for name in ("slow", "medium", "fast")}
+    done = lower_all(jobs, workers=2)
+    assert list(done) == ["slow.pte", "medium.pte", "fast.pte"]
+    assert [(tmp_path / name).read_text() for name in done] == ["slow", "medium", "fast"]
+    assert os.getpid() not in {summary["pid"] for summary in done.values()}
+    assert {summary["pid"] for summary in lower_all(jobs, workers=1).values()} == {os.getpid()}
+
+
+@pytest.mark.slow
+def test_a_job_failing_in_a_worker_stops_with_its_own_error(tmp_path):
+    jobs = {tmp_path / "good.pte": (_write_pid, ("good",)), tmp_path / "bad.pte": (_refuse, ())}
+    with pytest.raises(PipelineError, match="^bad.pte: cannot be lowered$"):
+        lower_all(jobs, workers=2)

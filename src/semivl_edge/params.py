@@ -29,7 +29,7 @@ _SECTIONS = {
                "cutmix_prob head_channels init imagenet_weights seed device",
     "eval": "mode short_side crop_size stride device amp warmup repeats qualitative",
     "eval_cpu": "threads",
-    "export": "parity_images max_abs_diff min_argmax_agreement",
+    "export": "parity_images max_abs_diff min_argmax_agreement workers",
     "mobile": "input_size device threads calibration_images warmup repeats adb adb_serial adb_runner_dir remote_dir",
 }
 # Every key params.yaml may hold, dotted.

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import signal
+import sys
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -231,6 +235,47 @@ def export_executorch(window_model: nn.Module, input_size: int, path: str | Path
     """Lower `window_model` (eager or pt2e-quantized) to a `.pte` with the XNNPACK delegate; returns its
     delegation summary."""
     return lower_to_executorch(window_model, (example_window(input_size),), path)
+
+
+def export_int8(window_model: nn.Module, calibration: list[Tensor], input_size: int, path: str | Path) -> dict:
+    """quantize_int8 on `calibration`, then export_executorch."""
+    return export_executorch(quantize_int8(window_model, calibration), input_size, path)
+
+
+# A lowering job: (function, its arguments before the output path). The function writes the path and returns the
+# file's delegation summary; function and arguments are pickled to a worker process.
+LoweringJob = tuple[Callable[..., dict], tuple]
+
+
+def _lowering_worker() -> None:
+    # torch keeps its default thread count: int8 calibration then computes what it computes in the stage's process
+    if sys.platform.startswith("linux"):  # die with the stage instead of finishing a file nobody will read
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def lower_all(jobs: dict[Path, LoweringJob], workers: int) -> dict[str, dict]:
+    """Write every job's `.pte`, `workers` processes at a time; {file name: delegation summary}.
+
+    Lowering a `.pte` is mostly ExecuTorch's graph passes, single-threaded Python, so on two cores two files lower in
+    the time of one. Jobs start in the given order (longest first balances the workers best)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return {path.name: function(*args, path) for path, (function, args) in jobs.items()}
+    log.info("lowering %d .pte files, %d processes at a time", len(jobs), workers)
+    # spawn, not fork: OpenMP's threads in this process do not survive a fork
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_lowering_worker) as pool:
+        futures = {pool.submit(function, *args, path): path for path, (function, args) in jobs.items()}
+        done: dict[str, dict] = {}
+        try:
+            for future in as_completed(futures):
+                done[futures[future].name] = future.result()
+                log.info("lowered %s (%d of %d)", futures[future].name, len(done), len(jobs))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return {path.name: done[path.name] for path in jobs}
 
 
 def lower_to_executorch(module: nn.Module, example: tuple, path: str | Path, dynamic_shapes=None) -> dict:

@@ -36,7 +36,7 @@ from ..evaluation.inference import (
     image_windows,
     predict_windows,
 )
-from ..export.mobile import WindowModel, export_executorch, export_lite, quantize_int8
+from ..export.mobile import WindowModel, export_executorch, export_int8, export_lite, lower_all
 from ..export.open_vocabulary import (
     ExecuTorchMethod,
     SegmentWindowModel,
@@ -100,6 +100,7 @@ def run(params: Params) -> None:
     input_size = params.get_int("mobile.input_size", min=16)
     calibration_count = params.get_int("mobile.calibration_images", min=1)
     parity_count = params.get_int("export.parity_images", min=1)
+    workers = params.get_int("export.workers", min=1)
     tolerance = (params.get_float("export.max_abs_diff", min=0.0),
                  params.get_float("export.min_argmax_agreement", min=0.0, max=100.0))
     if cfg.mode != "sliding":
@@ -123,15 +124,27 @@ def run(params: Params) -> None:
     student_metrics = {"torchscript": export_torchscript_file(STUDENT_TORCHSCRIPT, student, student_cfg, student_text,
                                                               checks)}
     with atomic_dir(MOBILE_DIR) as out:
-        mobile, files = export_mobile_files("model", network, model_cfg, text_embeddings, checks, out)
-        metrics["optimize_for_mobile_applied"] = mobile.pop("optimize_for_mobile_applied")
+        teacher = MobileModel("model", network, model_cfg, text_embeddings, checks)
+        pupil = MobileModel("student", student, student_cfg, student_text, checks)
+        clip = load_clip(model_cfg.clip_model, model_cfg.clip_pretrained, quick_gelu=model_cfg.clip_quick_gelu)
+        tokenizer = get_tokenizer(model_cfg.clip_model)
+        optimised = teacher.export_lite(out)
+        pupil.export_lite(out)
+        log.info("ExecuTorch (XNNPACK): fp32, int8 (%d calibration windows) and the open-vocabulary files of both "
+                 "models, and the CLIP %s text tower (text_encoder.pte) for the app to embed new class names",
+                 len(calibration), model_cfg.clip_model)
+        delegation = lower_all({**teacher.lowering_jobs(out),
+                                out / "text_encoder.pte": (export_text_encoder, (TextEncoder(clip), tokenizer)),
+                                **pupil.lowering_jobs(out)}, workers)
+        mobile, files = teacher.check(out, delegation)
+        metrics["optimize_for_mobile_applied"] = int(optimised)
         mobile.update({"input_size": input_size, "calibration_images": len(calibration_ids),
                        "calibration_windows": len(calibration)})
-        text_metrics, text_files, text_encoder = export_text_encoder_file(model_cfg, text_embeddings, out, tolerance[0])
+        text_metrics, text_files, text_encoder = check_text_encoder(clip, tokenizer, model_cfg, text_embeddings, out,
+                                                                    tolerance[0], delegation["text_encoder.pte"])
         mobile.update(text_metrics)
         files.update(text_files)
-        student_mobile, student_files = export_mobile_files("student", student, student_cfg, student_text, checks, out)
-        student_mobile.pop("optimize_for_mobile_applied")
+        student_mobile, student_files = pupil.check(out, delegation)
         files.update(student_files)
         write_json(out / "manifest.json", {
             "input": f"uint8 RGB [1,3,{input_size},{input_size}] (one window; /255 and mean/std normalisation inside)",
@@ -192,64 +205,91 @@ def export_torchscript_file(path: Path, network, model_cfg, text_embeddings, che
                 "segment_max_abs_diff": round(open_parity.max_abs_diff, 8)}
 
 
-def export_mobile_files(prefix: str, network, model_cfg, text_embeddings, checks: Checks, out: Path) -> tuple[dict, dict]:
-    """<prefix>.ptl, <prefix>_fp32.pte, <prefix>_int8.pte (one uint8 window, preprocessing inside) and, for a model
-    that takes text, <prefix>_segment_fp32.pte; each reloaded and checked against PyTorch. (metrics, manifest files)"""
-    cfg, input_size = checks.cfg, checks.input_size
-    mean, std = model_cfg.pixel_mean, model_cfg.pixel_std
-    window_model = WindowModel(network, text_embeddings, mean, std, input_size, cfg.crop_size).eval()
-    window_reference = lambda image: predict_windows(window_model, image, cfg, window_size=input_size)  # noqa: E731
-    reference = SegmentationPipeline(network, text_embeddings, mean, std, cfg).eval()
-    # the uint8 window path against the float pipeline: only the uint8 rounding of the resize differs
-    mobile: dict = {"window_path_vs_pipeline": measure_parity(reference, window_reference,
-                                                              checks.parity_images).to_metrics()}
-    names = {"ptl": f"{prefix}.ptl", "pte_fp32": f"{prefix}_fp32.pte", "pte_int8": f"{prefix}_int8.pte"}
+class MobileModel:
+    """One model's mobile files, <prefix>.ptl, <prefix>_fp32.pte, <prefix>_int8.pte and, for a model that takes text,
+    <prefix>_segment_fp32.pte (one uint8 window, preprocessing inside): how each is made, and checked against
+    PyTorch once written."""
 
-    log.info("lite interpreter: %s", MOBILE_DIR / names["ptl"])
-    mobile["optimize_for_mobile_applied"] = int(export_lite(window_model, out / names["ptl"]))
-    log.info("ExecuTorch fp32 (XNNPACK): %s", MOBILE_DIR / names["pte_fp32"])
-    delegation = {"pte_fp32": export_executorch(window_model, input_size, out / names["pte_fp32"])}
-    log.info("ExecuTorch int8 (XNNPACK quantizer, %d calibration windows): %s", len(checks.calibration),
-             MOBILE_DIR / names["pte_int8"])
-    delegation["pte_int8"] = export_executorch(quantize_int8(window_model, checks.calibration), input_size,
-                                               out / names["pte_int8"])
+    def __init__(self, prefix: str, network, model_cfg, text_embeddings, checks: Checks):
+        cfg, size = checks.cfg, checks.input_size
+        mean, std = model_cfg.pixel_mean, model_cfg.pixel_std
+        self.prefix, self.model_cfg, self.text_embeddings, self.checks = prefix, model_cfg, text_embeddings, checks
+        self.window_model = WindowModel(network, text_embeddings, mean, std, size, cfg.crop_size).eval()
+        self.reference = SegmentationPipeline(network, text_embeddings, mean, std, cfg).eval()
+        self.segment = (SegmentWindowModel(network, text_embeddings, mean, std, size, cfg.crop_size).eval()
+                        if model_cfg.decoder == "vlg" else None)  # the plain decoder ignores the text
+        self.names = {"ptl": f"{prefix}.ptl", "pte_fp32": f"{prefix}_fp32.pte", "pte_int8": f"{prefix}_int8.pte",
+                      "pte_segment_fp32": f"{prefix}_segment_fp32.pte"}
 
-    for key, name in names.items():
-        runtime = load_runtime(out / name)
-        if runtime.input_size != input_size:
-            raise PipelineError(f"{out / name}: takes {runtime.input_size} px windows, expected {input_size}")
-        parity = measure_parity(window_reference, lambda x: predict_windows(runtime, x, cfg, window_size=input_size),
-                                checks.parity_images)
-        if key != "pte_int8":  # int8 changes the numbers by design: measured, not enforced
-            checks.enforce(str(MOBILE_DIR / name), parity)
-        else:
-            log.info("%s: argmax agreement with fp32 PyTorch %.2f%% (max |diff| %.3g)",
-                     MOBILE_DIR / name, parity.argmax_agreement_pct, parity.max_abs_diff)
-        mobile[key] = {**parity.to_metrics(), "size_mb": round((out / name).stat().st_size / 1e6, 3)}
-        if key in delegation:
-            mobile[key]["xnnpack"] = delegation[key]
-    files = {names["ptl"]: "PyTorch lite interpreter", names["pte_fp32"]: "ExecuTorch XNNPACK fp32",
-             names["pte_int8"]: "ExecuTorch XNNPACK int8 (static, per-channel)"}
-    if model_cfg.decoder != "vlg":
-        log.info("model.decoder %s ignores the text: no %s_segment_fp32.pte", model_cfg.decoder, prefix)
+    def window_reference(self, image):
+        return predict_windows(self.window_model, image, self.checks.cfg, window_size=self.checks.input_size)
+
+    def export_lite(self, out: Path) -> bool:
+        """Write the .ptl; returns whether optimize_for_mobile was applied."""
+        log.info("lite interpreter: %s", MOBILE_DIR / self.names["ptl"])
+        return export_lite(self.window_model, out / self.names["ptl"])
+
+    def lowering_jobs(self, out: Path) -> dict:
+        """The .pte files to lower (export.mobile.lower_all), the slowest first."""
+        size = self.checks.input_size
+        jobs = {out / self.names["pte_int8"]: (export_int8, (self.window_model, self.checks.calibration, size))}
+        if self.segment is not None:
+            jobs[out / self.names["pte_segment_fp32"]] = (export_segment_window, (self.segment,))
+        jobs[out / self.names["pte_fp32"]] = (export_executorch, (self.window_model, size))
+        return jobs
+
+    def check(self, out: Path, delegation: dict) -> tuple[dict, dict]:
+        """Every written file reloaded and compared with PyTorch on the parity images. (metrics, manifest files)"""
+        cfg, size, checks = self.checks.cfg, self.checks.input_size, self.checks
+        # the uint8 window path against the float pipeline: only the uint8 rounding of the resize differs
+        mobile: dict = {"window_path_vs_pipeline": measure_parity(self.reference, self.window_reference,
+                                                                  checks.parity_images).to_metrics()}
+        for key in ("ptl", "pte_fp32", "pte_int8"):
+            name = self.names[key]
+            runtime = load_runtime(out / name)
+            if runtime.input_size != size:
+                raise PipelineError(f"{out / name}: takes {runtime.input_size} px windows, expected {size}")
+            parity = measure_parity(self.window_reference,
+                                    lambda x: predict_windows(runtime, x, cfg, window_size=size), checks.parity_images)
+            if key != "pte_int8":  # int8 changes the numbers by design: measured, not enforced
+                checks.enforce(str(MOBILE_DIR / name), parity)
+            else:
+                log.info("%s: argmax agreement with fp32 PyTorch %.2f%% (max |diff| %.3g)",
+                         MOBILE_DIR / name, parity.argmax_agreement_pct, parity.max_abs_diff)
+            mobile[key] = {**parity.to_metrics(), "size_mb": round((out / name).stat().st_size / 1e6, 3)}
+            if name in delegation:
+                mobile[key]["xnnpack"] = delegation[name]
+        files = {self.names["ptl"]: "PyTorch lite interpreter", self.names["pte_fp32"]: "ExecuTorch XNNPACK fp32",
+                 self.names["pte_int8"]: "ExecuTorch XNNPACK int8 (static, per-channel)"}
+        if self.segment is None:
+            log.info("model.decoder %s ignores the text: no %s", self.model_cfg.decoder, self.names["pte_segment_fp32"])
+            return mobile, files
+        name = self.names["pte_segment_fp32"]
+        mobile["pte_segment_fp32"] = {**self.check_segment(out / name), "xnnpack": delegation[name]}
+        files[name] = ("ExecuTorch XNNPACK fp32: (uint8 window [1,3,S,S], text embeddings [C,E]) -> logits [1,C,S,S], "
+                       "any class set")
         return mobile, files
-    name = f"{prefix}_segment_fp32.pte"
-    mobile["pte_segment_fp32"] = export_segment_file(network, model_cfg, text_embeddings, checks, out / name,
-                                                     window_reference)
-    files[name] = ("ExecuTorch XNNPACK fp32: (uint8 window [1,3,S,S], text embeddings [C,E]) -> logits [1,C,S,S], "
-                   "any class set")
-    return mobile, files
+
+    def check_segment(self, path: Path) -> dict:
+        """The .pte taking (window, text embeddings) for any class set, checked on the model's classes and on half."""
+        cfg, size, checks, text = self.checks.cfg, self.checks.input_size, self.checks, self.text_embeddings
+        method = ExecuTorchMethod(path)
+        parity = measure_parity(self.window_reference, lambda x: predict_windows(lambda w: method(w, text), x, cfg,
+                                                                                 window_size=size), checks.parity_images)
+        checks.enforce(str(MOBILE_DIR / path.name), parity)
+        subset = text[: max(1, len(text) // 2)]
+        subset_parity = measure_parity(
+            lambda x: predict_windows(lambda w: self.segment(w, subset), x, cfg, window_size=size),
+            lambda x: predict_windows(lambda w: method(w, subset), x, cfg, window_size=size), checks.parity_images[:1])
+        checks.enforce(f"{MOBILE_DIR / path.name} with {len(subset)} classes", subset_parity)
+        return {**parity.to_metrics(), "subset_max_abs_diff": round(subset_parity.max_abs_diff, 8),
+                "size_mb": round(path.stat().st_size / 1e6, 3)}
 
 
-def export_text_encoder_file(model_cfg, text_embeddings, out: Path, max_diff: float) -> tuple[dict, dict, dict]:
-    """text_encoder.pte (the teacher's CLIP text tower), checked against PyTorch on the class names' prompts.
+def check_text_encoder(clip, tokenizer, model_cfg, text_embeddings, out: Path, max_diff: float,
+                       delegation: dict) -> tuple[dict, dict, dict]:
+    """text_encoder.pte (the teacher's CLIP text tower) against PyTorch on the class names' prompts.
     (metrics, manifest files, the manifest's text_encoder entry)"""
-    clip = load_clip(model_cfg.clip_model, model_cfg.clip_pretrained, quick_gelu=model_cfg.clip_quick_gelu)
-    tokenizer = get_tokenizer(model_cfg.clip_model)
-    encoder = TextEncoder(clip)
-    log.info("ExecuTorch text encoder (CLIP %s text tower, any number of prompts): %s", model_cfg.clip_model,
-             MOBILE_DIR / "text_encoder.pte")
-    delegation = export_text_encoder(encoder, tokenizer, out / "text_encoder.pte")
     prompts = [f"a photo of a {name}." for name in model_cfg.class_names]
     tokens = tokenizer(prompts).to(torch.int64)
     on_device = ExecuTorchMethod(out / "text_encoder.pte")(tokens)
@@ -263,26 +303,6 @@ def export_text_encoder_file(model_cfg, text_embeddings, out: Path, max_diff: fl
                                 "size_mb": round((out / "text_encoder.pte").stat().st_size / 1e6, 3)}}
     files = {"text_encoder.pte": "ExecuTorch XNNPACK fp32: CLIP text tower, int64 tokens [N, L] -> normalised [N, E]"}
     about = {"file": "text_encoder.pte", "tokenizer": "CLIP BPE (open_clip SimpleTokenizer), int64",
-             "context_length": encoder.context_length, "embedding_size": int(text_embeddings.shape[1]),
+             "context_length": TextEncoder(clip).context_length, "embedding_size": int(text_embeddings.shape[1]),
              "class_embedding": "mean of a class's normalised prompt embeddings, normalised again"}
     return metrics, files, about
-
-
-def export_segment_file(network, model_cfg, text_embeddings, checks: Checks, path: Path, window_reference) -> dict:
-    """A .pte taking (window, text embeddings) for any class set, checked on the model's classes and on half."""
-    cfg, input_size = checks.cfg, checks.input_size
-    segment = SegmentWindowModel(network, text_embeddings, model_cfg.pixel_mean, model_cfg.pixel_std, input_size,
-                                 cfg.crop_size).eval()
-    log.info("ExecuTorch fp32 segmenter taking text embeddings (any class count): %s", MOBILE_DIR / path.name)
-    delegation = export_segment_window(segment, path)
-    method = ExecuTorchMethod(path)
-    parity = measure_parity(window_reference, lambda x: predict_windows(lambda w: method(w, text_embeddings), x, cfg,
-                                                                      window_size=input_size), checks.parity_images)
-    checks.enforce(str(MOBILE_DIR / path.name), parity)
-    subset = text_embeddings[: max(1, len(text_embeddings) // 2)]
-    subset_parity = measure_parity(
-        lambda x: predict_windows(lambda w: segment(w, subset), x, cfg, window_size=input_size),
-        lambda x: predict_windows(lambda w: method(w, subset), x, cfg, window_size=input_size), checks.parity_images[:1])
-    checks.enforce(f"{MOBILE_DIR / path.name} with {len(subset)} classes", subset_parity)
-    return {**parity.to_metrics(), "subset_max_abs_diff": round(subset_parity.max_abs_diff, 8),
-            "size_mb": round(path.stat().st_size / 1e6, 3), "xnnpack": delegation}
