@@ -213,7 +213,7 @@ class MobileModel:
     def __init__(self, prefix: str, network, model_cfg, text_embeddings, checks: Checks):
         cfg, size = checks.cfg, checks.input_size
         mean, std = model_cfg.pixel_mean, model_cfg.pixel_std
-        self.prefix, self.model_cfg, self.text_embeddings, self.checks = prefix, model_cfg, text_embeddings, checks
+        self.model_cfg, self.text_embeddings, self.checks = model_cfg, text_embeddings, checks
         self.window_model = WindowModel(network, text_embeddings, mean, std, size, cfg.crop_size).eval()
         self.reference = SegmentationPipeline(network, text_embeddings, mean, std, cfg).eval()
         self.segment = (SegmentWindowModel(network, text_embeddings, mean, std, size, cfg.crop_size).eval()
