@@ -20,8 +20,9 @@ CLASS_FILE = REPO / "data" / "classes" / "voc.yaml"
 # What a clone of the project holds that the pipeline needs (generated outputs are not copied).
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/classes", "assets", ".dvcignore"]
 
-# Settings small enough for the whole pipeline on 2 CPU cores in about a minute, large enough for every stage
-# to do real work: the shared tiny project's params.yaml.
+# Settings small enough for the whole pipeline on 2 CPU cores in about four minutes (most of it lowering the .pte
+# files, which costs by graph size, not input size), large enough for every stage to do real work: the shared tiny
+# project's params.yaml.
 TINY_PARAMS = {
     "data": {"synthetic": {"train": 12, "train_aug": 24, "val": 6, "long_side": 96}},
     "split": {"labeled": 4},
