@@ -303,6 +303,6 @@ def check_text_encoder(clip, tokenizer, model_cfg, text_embeddings, out: Path, m
                                 "size_mb": round((out / "text_encoder.pte").stat().st_size / 1e6, 3)}}
     files = {"text_encoder.pte": "ExecuTorch XNNPACK fp32: CLIP text tower, int64 tokens [N, L] -> normalised [N, E]"}
     about = {"file": "text_encoder.pte", "tokenizer": "CLIP BPE (open_clip SimpleTokenizer), int64",
-             "context_length": TextEncoder(clip).context_length, "embedding_size": int(text_embeddings.shape[1]),
+             "context_length": int(clip.context_length), "embedding_size": int(text_embeddings.shape[1]),
              "class_embedding": "mean of a class's normalised prompt embeddings, normalised again"}
     return metrics, files, about

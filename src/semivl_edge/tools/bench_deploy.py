@@ -32,6 +32,7 @@ from ..evaluation.latency import LatencyStats, cpu_model_name, time_calls
 from ..export.mobile import (
     WindowModel,
     export_executorch,
+    export_int8,
     export_lite,
     lower_to_executorch,
     quantize_int8,
@@ -325,8 +326,7 @@ def time_runtimes(network, model_cfg, text, args: argparse.Namespace, name: str,
             log.info("%s: quantizing (int8, %d random calibration windows) and lowering to ExecuTorch", name,
                      args.calibration)
             start = time.perf_counter()
-            delegation["pte_int8"] = export_executorch(quantize_int8(window_model, calibration), size,
-                                                       folder / "model_int8.pte")
+            delegation["pte_int8"] = export_int8(window_model, calibration, size, folder / "model_int8.pte")
             measure("pte_int8", load_runtime(folder / "model_int8.pte"), folder / "model_int8.pte",
                     time.perf_counter() - start)
         split = split_timing(window_model, window, calibration, args, folder) if split_parts else None
