@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -146,6 +148,33 @@ def _write_pid(text: str, path: Path) -> dict:
 
 def _refuse(path: Path) -> dict:
     raise PipelineError(f"{path.name}: cannot be lowered")
+
+
+EXPORT_IN_A_FRESH_PROCESS = """
+import sys
+sys.path.insert(0, {tests!r})
+import torch
+from conftest import build_tiny_segmenter
+from semivl_edge.export.mobile import WindowModel, export_lite
+from semivl_edge.export.torchscript import save_torchscript, script_pipeline
+from semivl_edge.evaluation.inference import InferenceConfig
+torch.set_num_threads(1)
+network, cfg, text = build_tiny_segmenter({classes}, {crop})
+export_lite(WindowModel(network, text, cfg.pixel_mean, cfg.pixel_std, {crop}, {crop}).eval(), sys.argv[1] + "/model.ptl")
+save_torchscript(script_pipeline(network, text, cfg.pixel_mean, cfg.pixel_std, InferenceConfig("sliding", {crop}, {crop}, 48)),
+                 sys.argv[1] + "/model.ts", {{"input_size": None}})
+"""
+
+
+@pytest.mark.slow  # two fresh processes, as two runs of the export stage (TorchScript numbers classes per process)
+def test_the_same_model_exports_to_the_same_bytes(tmp_path):
+    """DVC hashes the files: an export rerun on the same weights must not look like a new model downstream."""
+    script = EXPORT_IN_A_FRESH_PROCESS.format(tests=str(Path(__file__).parent), classes=CLASSES, crop=CROP)
+    for run in ("first", "second"):
+        (tmp_path / run).mkdir()
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], check=True, capture_output=True)
+    for name in ("model.ptl", "model.ts"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
 
 
 @pytest.mark.slow  # worker processes start by importing torch

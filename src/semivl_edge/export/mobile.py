@@ -118,8 +118,10 @@ def export_lite(window_model: WindowModel, path: str | Path) -> bool:
     with quiet_torchscript():
         scripted = torch.jit.freeze(torch.jit.script(scripted_source.eval()), preserved_attrs=["input_size"])
     module, optimised = try_optimize_for_mobile(scripted)
-    with atomic_path(path) as tmp, quiet_torchscript():
-        module._save_for_lite_interpreter(str(tmp))
+    with quiet_torchscript():
+        data = module._save_to_buffer_for_lite_interpreter()  # the archive's folder is then fixed: same model, same bytes
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return optimised
 
 

@@ -14,6 +14,7 @@ runs the same kernels on the host and on phones. The deprecation warnings are si
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import warnings
 from dataclasses import asdict, dataclass
@@ -79,9 +80,14 @@ def script_pipeline(
 
 
 def save_torchscript(module: torch.jit.ScriptModule, path: str | Path, metadata: dict) -> None:
-    """torch.jit.save with a JSON description of the interface as an extra file (read by `runtimes`)."""
+    """torch.jit.save with a JSON description of the interface as an extra file (read by `runtimes`).
+
+    Saved through a buffer: a file's archive is named after the file (a temporary name when written atomically),
+    a buffer's is always `archive`, so the same model gives the same bytes and DVC sees no change."""
+    buffer = io.BytesIO()
     with quiet_torchscript():
-        torch.jit.save(module, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+        torch.jit.save(module, buffer, _extra_files={METADATA_FILE: json.dumps(metadata)})
+    Path(path).write_bytes(buffer.getvalue())
 
 
 @dataclass(frozen=True)
