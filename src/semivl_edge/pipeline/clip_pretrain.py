@@ -18,17 +18,8 @@ import logging
 import os
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from ..atomic import atomic_dir, atomic_path, write_metrics
-from ..basics import IMAGENET_MEAN, IMAGENET_STD, resolve_device
-from ..data.captions import CaptionConfig, CaptionedViews
-from ..data.classes import load_classes
-from ..data.progress import progress_bar
-from ..data.synthetic import STREAM_WEB
-from ..model.clip import clip_model_config, get_tokenizer, load_clip, pretrained_kind
 from ..params import Params
-from ..pretrain.contrastive import PretrainConfig, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +31,14 @@ CURVE_COLUMNS = ("step", "loss", "loss_global", "loss_dense")
 
 
 def is_stage_output(pretrained: str, output_dir: Path = OUTPUT_DIR) -> bool:
-    """Whether clip.pretrained names the checkpoint this stage writes."""
-    if pretrained_kind(pretrained) != "file":
-        return False
+    """Whether clip.pretrained names the checkpoint this stage writes (none or a tag never resolves to it)."""
     return os.path.abspath(pretrained) == os.path.abspath(output_dir / WEIGHTS_FILE)
 
 
-def _configs(params: Params, view_size: int) -> tuple[PretrainConfig, CaptionConfig, str]:
+def _configs(params: Params, view_size: int) -> tuple:
+    from ..data.captions import CaptionConfig
+    from ..pretrain.contrastive import PretrainConfig
+
     pretrain_cfg = PretrainConfig(
         steps=params.get_int("clip_pretrain.steps", min=1),
         batch_size=params.get_int("clip_pretrain.batch_size", min=2),
@@ -76,9 +68,7 @@ def write_curves(rows: list[dict]) -> None:
 
 def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
     output_dir = Path(output_dir)
-    model_name = params.get_str("clip.model")
     pretrained = params.get_str("clip.pretrained")
-    config = clip_model_config(model_name)
     if not is_stage_output(pretrained, output_dir):
         log.info("clip.pretrained is %r, not this stage's %s: nothing to train", pretrained, output_dir / WEIGHTS_FILE)
         with atomic_dir(output_dir) as tmp:
@@ -86,7 +76,24 @@ def run(params: Params, output_dir: str | Path = OUTPUT_DIR) -> None:
         write_curves([])  # DVC expects every declared output
         write_metrics("clip_pretrain", {"trained": False})
         return
+    train_clip(params, output_dir)
 
+
+def train_clip(params: Params, output_dir: Path) -> None:
+    # Imported here: the note above (every run with a shipped, downloaded or random CLIP) needs neither torch nor
+    # open_clip, and importing them is most of that run's time.
+    from safetensors.torch import save_file
+
+    from ..basics import IMAGENET_MEAN, IMAGENET_STD, resolve_device
+    from ..data.captions import CaptionedViews
+    from ..data.classes import load_classes
+    from ..data.progress import progress_bar
+    from ..data.synthetic import STREAM_WEB
+    from ..model.clip import clip_model_config, get_tokenizer, load_clip
+    from ..pretrain.contrastive import pretrain
+
+    model_name = params.get_str("clip.model")
+    config = clip_model_config(model_name)
     view_size = int(config["vision_cfg"]["image_size"])
     pretrain_cfg, caption_cfg, device_preference = _configs(params, view_size)
     classes = load_classes(params.get_str("classes.file"))
