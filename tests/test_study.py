@@ -70,13 +70,14 @@ def test_the_grid_runs_every_method_at_every_budget_and_the_bound_with_every_see
 def test_the_report_summarises_the_finished_study_runs(tmp_path):
     summary = write_study(exp_show(), tmp_path)
     assert summary == json.loads((tmp_path / "reports/study.json").read_text())
-    assert summary == {"iterations": 1200, "budgets": {
+    assert summary == {"iterations": 1200, "code": ["aaaaaaa"], "budgets": {
         "13": {"supervised": [30.0, 31.0], "unimatch": [34.0, 35.0], "semivl": [35.0, 36.0]},
         "all": {"supervised": [50.0, 51.0]}}}
     table = (tmp_path / "reports/study.md").read_text()
     assert "| 13 | unimatch | 2 | 34.50 | 1.00 | +4.00 |" in table
     assert "| 13 | semivl | 2 | 35.50 | 1.00 | +5.00 |" in table and "| all | supervised | 2 | 50.50 | 1.00 |  |" in table
     assert (tmp_path / "reports/plots/study.png").stat().st_size > 0
+    assert "Code: commit aaaaaaa" in table  # which code the numbers come from
 
 
 def test_runs_of_different_lengths_or_none_at_all_are_refused():

@@ -60,11 +60,14 @@ class StudyRun:
     iterations: int
     miou: float
     encoder: str = ""  # where its encoder's weights came from (train metrics), e.g. "... random init"
+    commit: str = ""  # the code it ran: its experiment's baseline commit, shortened
 
 
 def _finished(exp_show: list, prefix: str):
-    """(name, params, train metrics) of the finished experiments named prefix* (queued or failed: no metrics)."""
+    """(name, params, train metrics, baseline commit) of the finished experiments named prefix* (queued or
+    failed: no metrics)."""
     for commit in exp_show:
+        baseline = str(commit.get("rev") or "")[:7]
         for group in commit.get("experiments") or []:
             for state in group.get("revs") or []:
                 name = state.get("name") or group.get("name") or ""
@@ -72,20 +75,20 @@ def _finished(exp_show: list, prefix: str):
                 metrics = ((data.get("metrics") or {}).get(TRAIN_METRICS) or {}).get("data")
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
                 if name.startswith(prefix) and metrics and params:
-                    yield name, params, metrics
+                    yield name, params, metrics, baseline
 
 
-def _run(name: str, params: dict, metrics: dict, method: str) -> StudyRun:
+def _run(name: str, params: dict, metrics: dict, commit: str, method: str) -> StudyRun:
     labeled = params["split"]["labeled"]
     return StudyRun(name=name, method=method, budget=ALL if labeled == ALL else str(metrics["labeled_images"]),
                     seed=int(params["train"]["seed"]), iterations=int(metrics["iterations"]),
-                    miou=float(metrics["miou"]), encoder=str(metrics.get("encoder", "")))
+                    miou=float(metrics["miou"]), encoder=str(metrics.get("encoder", "")), commit=commit)
 
 
 def study_runs(exp_show: list) -> list[StudyRun]:
     """The finished study experiments of a `dvc exp show --json` listing."""
-    return [_run(name, params, metrics, params["train"]["method"])
-            for name, params, metrics in _finished(exp_show, PREFIX)]
+    return [_run(name, params, metrics, commit, params["train"]["method"])
+            for name, params, metrics, commit in _finished(exp_show, PREFIX)]
 
 
 def _setting(params: dict, key: str):
@@ -104,10 +107,10 @@ def ablation_row(params: dict) -> str | None:
 def ablation_runs(exp_show: list) -> list[StudyRun]:
     """The finished ablation experiments; `method` holds the row's name part."""
     runs = []
-    for name, params, metrics in _finished(exp_show, ABLATION_PREFIX):
+    for name, params, metrics, commit in _finished(exp_show, ABLATION_PREFIX):
         row = ablation_row(params)
         if row is not None:
-            runs.append(_run(name, params, metrics, row))
+            runs.append(_run(name, params, metrics, commit, row))
     return runs
 
 
@@ -126,13 +129,14 @@ def summarize_ablation(runs: list[StudyRun]) -> dict:
         done = sorted((r for r in runs if r.method == slug), key=lambda r: r.seed)
         if done:
             rows.append({"row": title, "miou": [round(r.miou, 2) for r in done], "encoder": done[0].encoder})
-    return {"iterations": runs[0].iterations, "labeled": runs[0].budget, "rows": rows}
+    return {"iterations": runs[0].iterations, "labeled": runs[0].budget, "code": _commits(runs), "rows": rows}
 
 
 def ablation_markdown(summary: dict) -> str:
     lines = [f"# Ablation ({summary['labeled']} labeled images, {summary['iterations']} iterations per run)", "",
              "The paper's rows (SemiVL Table 4), one strategy added at a time, with the official code's text sources "
-             "(semivl_edge.train.config). Best val mIoU (%), mean over seeds; change = against the row above.", "",
+             "(semivl_edge.train.config). Best val mIoU (%), mean over seeds; change = against the row above."
+             + _code_line(summary), "",
              "| row | seeds | mIoU mean | spread | change | encoder |", "|---|---:|---:|---:|---:|---|"]
     previous = None
     for row in summary["rows"]:
@@ -165,8 +169,18 @@ def summarize(runs: list[StudyRun]) -> dict:
     for run in sorted(runs, key=lambda r: (r.seed, r.name)):
         budgets.setdefault(run.budget, {}).setdefault(run.method, []).append(round(run.miou, 2))
     order = sorted((b for b in budgets if b != ALL), key=int) + ([ALL] if ALL in budgets else [])
-    return {"iterations": iterations[0], "budgets": {b: {m: budgets[b][m] for m in METHODS if m in budgets[b]}
-                                                     for b in order}}
+    return {"iterations": iterations[0], "code": _commits(runs),
+            "budgets": {b: {m: budgets[b][m] for m in METHODS if m in budgets[b]} for b in order}}
+
+
+def _commits(runs: list[StudyRun]) -> list[str]:
+    """The commits whose code the runs ran: a report is only as current as these."""
+    return sorted({r.commit for r in runs if r.commit})
+
+
+def _code_line(summary: dict) -> str:
+    commits = summary.get("code") or []
+    return f" Code: commit {', '.join(commits)} (the experiments' baseline in `dvc exp show`)." if commits else ""
 
 
 def _mean(values: list[float]) -> float:
@@ -176,7 +190,7 @@ def _mean(values: list[float]) -> float:
 def markdown(summary: dict) -> str:
     lines = [f"# Label-budget study ({summary['iterations']} iterations per run)", "",
              "Best val mIoU (%) on the embedded default, mean over seeds, spread = max - min; gain = mean minus "
-             "supervised's mean at the same budget.", "",
+             "supervised's mean at the same budget." + _code_line(summary), "",
              "| labeled images | method | seeds | mIoU mean | spread | gain over supervised |",
              "|---|---|---:|---:|---:|---:|"]
     for budget, methods in summary["budgets"].items():
