@@ -161,15 +161,15 @@ from semivl_edge.evaluation.inference import InferenceConfig
 torch.set_num_threads(1)
 network, cfg, text = build_tiny_segmenter({classes}, {crop})
 export_lite(WindowModel(network, text, cfg.pixel_mean, cfg.pixel_std, {crop}, {crop}).eval(), sys.argv[1] + "/model.ptl")
-save_torchscript(script_pipeline(network, text, cfg.pixel_mean, cfg.pixel_std, InferenceConfig("sliding", {crop}, {crop}, 48)),
-                 sys.argv[1] + "/model.ts", {{"input_size": None}})
+save_torchscript(script_pipeline(network, text, cfg.pixel_mean, cfg.pixel_std, {infer!r}), sys.argv[1] + "/model.ts",
+                 {{"input_size": None}})
 """
 
 
 @pytest.mark.slow  # two fresh processes, as two runs of the export stage (TorchScript numbers classes per process)
 def test_the_same_model_exports_to_the_same_bytes(tmp_path):
     """DVC hashes the files: an export rerun on the same weights must not look like a new model downstream."""
-    script = EXPORT_IN_A_FRESH_PROCESS.format(tests=str(Path(__file__).parent), classes=CLASSES, crop=CROP)
+    script = EXPORT_IN_A_FRESH_PROCESS.format(tests=str(Path(__file__).parent), classes=CLASSES, crop=CROP, infer=INFER)
     for run in ("first", "second"):
         (tmp_path / run).mkdir()
         subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], check=True, capture_output=True)

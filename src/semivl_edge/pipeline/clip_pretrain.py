@@ -17,9 +17,14 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..atomic import atomic_dir, atomic_path, write_metrics
 from ..params import Params
+
+if TYPE_CHECKING:
+    from ..data.captions import CaptionConfig
+    from ..pretrain.contrastive import PretrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ def is_stage_output(pretrained: str, output_dir: Path = OUTPUT_DIR) -> bool:
     return os.path.abspath(pretrained) == os.path.abspath(output_dir / WEIGHTS_FILE)
 
 
-def _configs(params: Params, view_size: int) -> tuple:
+def _configs(params: Params, view_size: int) -> tuple[PretrainConfig, CaptionConfig, str]:
     from ..data.captions import CaptionConfig
     from ..pretrain.contrastive import PretrainConfig
 
