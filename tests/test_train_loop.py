@@ -183,12 +183,46 @@ def test_the_feature_perturbed_branch_compares_cosines():
     images = torch.randn(6, 3, 32, 32)
     with torch.no_grad():
         StepNetwork(segmenter, text, fp_dropout=0.5)(images[:2], images[2:4], images[4:])
-    (dense, sim), = seen
+    (_, clean_weak), (dense, sim) = seen  # the weak view alone (pseudo-labels), then everything with gradients
+    assert clean_weak.shape[0] == 2
     perturbed = dense[-2:]
     assert not torch.allclose(perturbed.norm(dim=1), torch.ones(()), atol=0.1)  # the branch is really perturbed
     cosine = F.cosine_similarity(perturbed[:, None], text[None, :, :, None, None], dim=2)
     assert torch.allclose(sim[-2:], cosine, atol=1e-5)
     assert torch.allclose(sim[:-2], torch.einsum("bchw,nc->bnhw", dense[:-2], text), atol=1e-5)  # clean: unit norm
+
+
+def test_the_step_network_gives_the_predictions_and_gradients_of_decoding_everything_in_one_graph():
+    """The weak view is decoded without a graph (it only makes pseudo-labels); predictions and gradients must be
+    those of the official layout, where it is decoded with grad in one batch with the rest."""
+    from conftest import build_tiny_segmenter
+    from semivl_edge.train.loop import StepNetwork
+
+    segmenter, _, text = build_tiny_segmenter(num_classes=5, crop=32)
+    images = torch.randn(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labeled, weak, strong = images[:2], images[2:4], images[4:]
+
+    def official():
+        features = segmenter.encode(images)
+        perturbed = [F.dropout2d(f[2:4], 0.5, training=True) for f in features]
+        logits = segmenter.decode(tuple(torch.cat([f, p]) for f, p in zip(features, perturbed)), text, (32, 32))
+        return logits.split([2, 2, 6, 2])
+
+    results = []
+    for forward in (official, lambda: StepNetwork(segmenter, text, fp_dropout=0.5)(labeled, weak, strong)):
+        torch.manual_seed(1)  # the same dropout masks
+        pred_x, pred_w, pred_s, pred_fp = forward()
+        (pred_x.logsumexp(1).mean() + pred_s.logsumexp(1).mean() + pred_fp.logsumexp(1).mean()).backward()
+        grads = {name: p.grad.clone() for name, p in segmenter.named_parameters() if p.grad is not None}
+        segmenter.zero_grad(set_to_none=True)
+        results.append(([t.detach() for t in (pred_x, pred_w, pred_s, pred_fp)], grads))
+    (ours, our_grads), (theirs, their_grads) = results[1], results[0]
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert our_grads.keys() == their_grads.keys() and our_grads
+    for name in our_grads:
+        torch.testing.assert_close(our_grads[name], their_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert not ours[1].requires_grad  # the clean weak prediction keeps no graph
 
 
 def test_the_imagenet_vit_baseline_trains_with_consistency_and_says_where_its_encoder_came_from(voc_root, tmp_path):
