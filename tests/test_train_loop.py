@@ -216,7 +216,7 @@ def test_the_step_network_gives_the_predictions_and_gradients_of_decoding_everyt
         grads = {name: p.grad.clone() for name, p in segmenter.named_parameters() if p.grad is not None}
         segmenter.zero_grad(set_to_none=True)
         results.append(([t.detach() for t in (pred_x, pred_w, pred_s, pred_fp)], grads))
-    (ours, our_grads), (theirs, their_grads) = results[1], results[0]
+    (theirs, their_grads), (ours, our_grads) = results
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert our_grads.keys() == their_grads.keys() and our_grads
