@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from conftest import AUG_ONLY, CLASS_FILE, REPO, TRAIN, VAL, build_voc_root, stage_params
 
-from semivl_edge.data.splits import draw_labeled, labeled_count, make_splits
+from semivl_edge.data.splits import draw_labeled, labeled_count, make_splits, object_classes
 from semivl_edge.data.voc import VOCLists, read_ids
 from semivl_edge.errors import PipelineError
 from semivl_edge.pipeline import dataset, splits
@@ -27,6 +29,24 @@ def test_draw_labeled_is_sized_seeded_and_nested():
     assert set(a) <= set(draw_labeled(TRAIN_IDS, 183, seed=0))  # 92 within 183, as in the protocol
     with pytest.raises(ValueError):
         draw_labeled(TRAIN_IDS, len(TRAIN_IDS) + 1, seed=0)
+
+
+def test_the_covering_draw_labels_every_class_first_and_stays_nested():
+    # Every image shows one of classes 1..8, except three crowded ones that together show all ten.
+    crowded = {"2007_000000": {1, 2, 3, 9}, "2007_000007": {4, 5, 10}, "2007_000014": {6, 7, 8}}
+    shows = {i: frozenset(crowded.get(i, {1 + n % 8})) for n, i in enumerate(TRAIN_IDS)}
+    for seed in range(4):
+        three = draw_labeled(TRAIN_IDS, 3, seed, shows)
+        assert three == sorted(crowded)  # all ten classes, where 3 random images show at most 3
+        ninety_two = draw_labeled(TRAIN_IDS, 92, seed, shows)
+        assert set(three) <= set(ninety_two)  # still nested: the covering images come first at every budget
+        # ... then the seed's permutation, as without masks
+        assert set(ninety_two) - set(crowded) <= set(draw_labeled(TRAIN_IDS, 92, seed))
+    first = {seed: draw_labeled(TRAIN_IDS, 1, seed, shows) for seed in range(8)}
+    assert all(f == ["2007_000000"] for f in first.values())  # the image that shows most classes comes first
+    # a tie (two images with three new classes each) goes to the one the seed puts first
+    assert {tuple(draw_labeled(TRAIN_IDS, 2, seed, shows)) for seed in range(8)} == {
+        ("2007_000000", "2007_000007"), ("2007_000000", "2007_000014")}
 
 
 def test_make_splits_are_disjoint_and_cover_the_pool():
@@ -80,6 +100,29 @@ def test_splits_on_a_voc_root_with_and_without_train_aug(project_dir, tmp_path):
     assert sorted(read_splits(project_dir)["unlabeled"] + result["labeled"]) == sorted({**TRAIN, **AUG_ONLY})
 
 
+def test_the_stage_draws_every_class_first_from_the_train_masks(project_dir):
+    run_both(**{"split.cover_classes": True})
+    root = project_dir / "data/synthetic/VOC2012"
+    train = read_ids(root / "ImageSets/Segmentation/train.txt")
+    shows = {i: object_classes(root / "SegmentationClass" / f"{i}.png", 21) for i in train}
+    labeled = read_splits(project_dir)["labeled"]
+    assert labeled == draw_labeled(train, 4, 0, shows) != draw_labeled(train, 4, 0)
+    metrics = json.loads((project_dir / "reports/metrics/splits.json").read_text())
+    assert metrics["labeled_classes_present"] == 1 + len(frozenset().union(*(shows[i] for i in labeled)))
+    splits.run(stage_params(**{"split.cover_classes": False}))
+    assert read_splits(project_dir)["labeled"] == draw_labeled(train, 4, 0)
+
+
+def test_the_covering_draw_reads_every_train_mask_and_names_a_bad_one(project_dir, tmp_path):
+    root = build_voc_root(tmp_path / "VOC2012")
+    voc = {"data.source": "voc", "data.root": str(root), "split.labeled": 1}
+    run_both(**voc)
+    Image.fromarray(np.full((30, 40), 30, np.uint8)).save(root / "SegmentationClass/2007_000039.png")
+    with pytest.raises(PipelineError, match=r"2007_000039\.png: mask values 30 are outside 0\.\.20") as err:
+        splits.run(stage_params(**voc))
+    assert "\n" not in str(err.value) and not (project_dir / "data/splits").exists()
+
+
 def test_labeled_file_overrides_the_draw(project_dir, tmp_path):
     root = build_voc_root(tmp_path / "VOC2012")
     chosen = tmp_path / "labeled.txt"
@@ -102,6 +145,7 @@ def test_labeled_file_overrides_the_draw(project_dir, tmp_path):
         ({"split.labeled": 0.5}, None, r"split.labeled must be a count"),
         ({"split.seed": 1.5}, None, r"split.seed must be an integer, got 1.5"),
         ({"split.labeled_file": 7}, None, r"split.labeled_file must be a string or null, got 7"),
+        ({"split.cover_classes": "yes"}, None, r"split.cover_classes must be true or false, got 'yes'"),
         ({}, "missing", r"labeled\.txt: id list not found"),
         ({}, "2099_000001\n", r"split.labeled_file: id 2099_000001 in .*labeled\.txt is not in the labeled pool"),
         ({}, "x\ny\nx\n", r"labeled\.txt: line 3: duplicate id x"),

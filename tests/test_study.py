@@ -2,9 +2,12 @@
 (in the structure DVC 3 writes: commits, experiment groups, revs with params and metrics per file)."""
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 
 import pytest
+from conftest import REPO
 
 from semivl_edge.errors import PipelineError
 from semivl_edge.report.study import (
@@ -18,11 +21,14 @@ from semivl_edge.report.study import (
     write_ablation,
     write_study,
 )
+from semivl_edge.tools import study as study_command
 from semivl_edge.tools.study import ablation_grid, dvc_command, grid
 
 
-def experiment(name, method, labeled, seed, miou, labeled_images, iterations=1200, settings=None, encoder="CLIP"):
-    params = {"train": {"method": method, "seed": seed, "iterations": iterations}, "split": {"labeled": labeled},
+def experiment(name, method, labeled, seed, miou, labeled_images, iterations=1200, settings=None, encoder="CLIP",
+               cover_classes=True):
+    params = {"train": {"method": method, "seed": seed, "iterations": iterations},
+              "split": {"labeled": labeled, "cover_classes": cover_classes},
               "model": {"clip_init": True, "spatial_finetune": True, "decoder": "vlg"},
               "classes": {"definitions": "guidelines", "guidance": "concepts"}}
     for key, value in (settings or {}).items():
@@ -37,11 +43,11 @@ def experiment(name, method, labeled, seed, miou, labeled_images, iterations=120
                  "metrics": {"reports/metrics/train.json": {"data": metrics}}, "deps": {}, "outs": {}, "meta": {}}}]}
 
 
-def exp_show(iterations=1200):
-    groups = [experiment(f"study-{m}-1-115-s{s}", m, "1/115", s, base + s, 13, iterations)
+def exp_show(iterations=1200, cover_classes=True):
+    groups = [experiment(f"study-{m}-1-115-s{s}", m, "1/115", s, base + s, 13, iterations, cover_classes=cover_classes)
               for m, base in (("supervised", 30.0), ("unimatch", 34.0), ("semivl", 35.0)) for s in (0, 1)]
-    groups += [experiment(f"study-supervised-all-s{s}", "supervised", "all", s, 50.0 + s, 1464, iterations)
-               for s in (0, 1)]
+    groups += [experiment(f"study-supervised-all-s{s}", "supervised", "all", s, 50.0 + s, 1464, iterations,
+                          cover_classes=cover_classes) for s in (0, 1)]
     groups.append(experiment("my-own-run", "semivl", 92, 0, 99.0, 92))  # not a study run
     queued = experiment("study-semivl-1-29-s0", "semivl", "1/29", 0, 0.0, 50)
     queued["revs"][0]["data"]["metrics"] = {}  # queued or failed: no metrics yet
@@ -70,7 +76,7 @@ def test_the_grid_runs_every_method_at_every_budget_and_the_bound_with_every_see
 def test_the_report_summarises_the_finished_study_runs(tmp_path):
     summary = write_study(exp_show(), tmp_path)
     assert summary == json.loads((tmp_path / "reports/study.json").read_text())
-    assert summary == {"iterations": 1200, "code": ["aaaaaaa"], "budgets": {
+    assert summary == {"iterations": 1200, "draw": "every class first", "code": ["aaaaaaa"], "budgets": {
         "13": {"supervised": [30.0, 31.0], "unimatch": [34.0, 35.0], "semivl": [35.0, 36.0]},
         "all": {"supervised": [50.0, 51.0]}}}
     table = (tmp_path / "reports/study.md").read_text()
@@ -78,16 +84,49 @@ def test_the_report_summarises_the_finished_study_runs(tmp_path):
     assert "| 13 | semivl | 2 | 35.50 | 1.00 | +5.00 |" in table and "| all | supervised | 2 | 50.50 | 1.00 |  |" in table
     assert (tmp_path / "reports/plots/study.png").stat().st_size > 0
     assert "Code: commit aaaaaaa" in table  # which code the numbers come from
+    assert "Labeled images drawn to show every class first (split.cover_classes)" in table
 
 
-def test_runs_of_different_lengths_or_none_at_all_are_refused():
+def test_runs_of_different_lengths_or_draws_or_none_at_all_are_refused():
     mixed = exp_show()
     mixed[1]["experiments"] += exp_show(iterations=300)[1]["experiments"][:1]
     with pytest.raises(PipelineError, match=r"study experiments of different lengths \(\[300, 1200\] iterations\)"):
         summarize(study_runs(mixed))
+    mixed = exp_show()  # runs from before split.cover_classes existed drew at random
+    del mixed[1]["experiments"][0]["revs"][0]["data"]["params"]["params.yaml"]["data"]["split"]["cover_classes"]
+    with pytest.raises(PipelineError, match=r"different labeled draws \(\['every class first', 'random'\]\)"):
+        summarize(study_runs(mixed))
     with pytest.raises(PipelineError, match="no finished study experiments"):
         summarize(study_runs(exp_show()[:1]))
     assert "Label-budget study (1200 iterations per run)" in markdown(summarize(study_runs(exp_show())))
+
+
+def study_args(*argv):
+    parser = argparse.ArgumentParser()
+    study_command.add_arguments(parser)
+    return parser.parse_args(["--budgets", "1/115", *argv])
+
+
+def test_the_study_skips_runs_finished_in_its_setting_and_stops_on_runs_of_another(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "params.yaml", "params.yaml")  # split.cover_classes: true
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    ran = []
+    monkeypatch.setattr(study_command.subprocess, "run", lambda command: ran.append(command) or argparse.Namespace(
+        returncode=0))
+    monkeypatch.setattr(study_command, "_exp_show", lambda: exp_show(iterations=300))
+    study_command.run(study_args("--iterations", "300"))
+    assert ran == [] and json.loads((tmp_path / "reports/study.json").read_text())["iterations"] == 300
+
+    for other_setting in (["--iterations", "600"], ["--iterations", "300", "--set", "split.cover_classes=false"]):
+        with pytest.raises(PipelineError, match=r"study: 8 earlier experiments ran another setting under these "
+                                                r"names; `dvc exp remove study-supervised-1-115-s0 .* "
+                                                r"study-supervised-all-s1` first"):
+            study_command.run(study_args(*other_setting))
+    assert ran == []
+    monkeypatch.setattr(study_command, "_exp_show", lambda: exp_show(iterations=300, cover_classes=False))
+    study_command.run(study_args("--iterations", "300", "--set", "split.cover_classes=false"))
+    assert ran == []
 
 
 def parse_changes(changes):

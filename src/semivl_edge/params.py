@@ -16,7 +16,7 @@ from .errors import PipelineError
 
 _SECTIONS = {
     "data": "source root synthetic.seed synthetic.train synthetic.train_aug synthetic.val synthetic.long_side",
-    "split": "labeled seed labeled_file",
+    "split": "labeled seed cover_classes labeled_file",
     "clip": "model pretrained quick_gelu",
     "clip_pretrain": "steps batch_size lr weight_decay warmup_steps images close_up min_fraction seed device",
     "classes": "file definitions guidance templates",

@@ -1,7 +1,8 @@
 """Stage `splits`: data/splits/{labeled,unlabeled,val}.txt and reports/metrics/splits.json.
 
 The root comes from data/dataset.json (stage `dataset`). Labeled ids are drawn from the `train` list by
-split.seed (or read from split.labeled_file); unlabeled = the train_aug pool minus the labeled ids.
+split.seed, every class first with split.cover_classes (or read from split.labeled_file); unlabeled = the
+train_aug pool minus the labeled ids.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from ..atomic import atomic_dir, write_metrics
 from ..data.manifest import MANIFEST, read_manifest
 from ..data.progress import progress_bar
-from ..data.splits import ALL, Splits, draw_labeled, labeled_count, make_splits, pixel_share
+from ..data.splits import ALL, Splits, draw_labeled, labeled_count, make_splits, object_classes, pixel_share
 from ..data.voc import VOCLayout, VOCLists, read_ids, read_lists
 from ..errors import PipelineError
 from ..params import Params
@@ -23,7 +24,7 @@ SPLITS_DIR = Path("data/splits")
 METRICS = Path("reports/metrics/splits.json")
 
 
-def choose_labeled(params: Params, lists: VOCLists, layout: VOCLayout) -> list[str]:
+def choose_labeled(params: Params, lists: VOCLists, layout: VOCLayout, num_classes: int) -> list[str]:
     labeled_file = params.get_optional_str("split.labeled_file")
     value = params.raw("split.labeled")
     seed = params.get_int("split.seed", min=0)
@@ -48,7 +49,11 @@ def choose_labeled(params: Params, lists: VOCLists, layout: VOCLayout) -> list[s
             f"{params.source}: split.labeled: {count} is larger than the labeled pool ({len(lists.train)} ids in "
             f"{train_path}; `all` labels the whole pool)"
         )
-    return draw_labeled(lists.train, count, seed)
+    shows = None
+    if params.get_bool("split.cover_classes"):
+        masks = progress_bar("train masks: classes shown")(iter(lists.train), len(lists.train))
+        shows = {i: object_classes(layout.mask_path(i), num_classes) for i in masks}
+    return draw_labeled(lists.train, count, seed, shows)
 
 
 def split_metrics(splits: Splits, layout: VOCLayout, class_names: list[str]) -> dict:
@@ -76,14 +81,16 @@ def run(params: Params) -> None:
     if not layout.root.is_dir():
         raise PipelineError(f"{MANIFEST}: root {layout.root} is not a directory (re-run the `dataset` stage)")
     lists = read_lists(layout)
-    labeled = choose_labeled(params, lists, layout)
+    class_names = list(manifest["class_names"])
+    labeled = choose_labeled(params, lists, layout, len(class_names))
     splits = make_splits(lists, labeled)
     if not splits.unlabeled:
         log.warning("no unlabeled images: every pool image is labeled")
-    metrics = split_metrics(splits, layout, list(manifest["class_names"]))
+    metrics = split_metrics(splits, layout, class_names)
 
     with atomic_dir(SPLITS_DIR) as tmp:
         for name in ("labeled", "unlabeled", "val"):
             (tmp / f"{name}.txt").write_text("".join(f"{i}\n" for i in getattr(splits, name)))
     write_metrics("splits", metrics)
-    log.info("splits: %d labeled, %d unlabeled, %d val", metrics["labeled"], metrics["unlabeled"], metrics["val"])
+    log.info("splits: %d labeled (showing %d of %d classes), %d unlabeled, %d val", metrics["labeled"],
+             metrics["labeled_classes_present"], len(class_names), metrics["unlabeled"], metrics["val"])

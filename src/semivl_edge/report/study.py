@@ -27,6 +27,7 @@ from ..errors import PipelineError  # noqa: E402
 PREFIX = "study-"
 ABLATION_PREFIX = "ablation-"
 METHODS = ("supervised", "unimatch", "semivl")
+COVERING_DRAW, RANDOM_DRAW = "every class first", "random"  # split.cover_classes true / false
 TRAIN_METRICS = "reports/metrics/train.json"
 # The paper's ablation rows with the official code's mapping (train/config.py): (name part, paper row, settings).
 # Every row also sets classes.definitions=names (the decoder's texts are the class names, as officially).
@@ -61,6 +62,7 @@ class StudyRun:
     miou: float
     encoder: str = ""  # where its encoder's weights came from (train metrics), e.g. "... random init"
     commit: str = ""  # the code it ran: its experiment's baseline commit, shortened
+    draw: str = RANDOM_DRAW  # how its labeled images were drawn (split.cover_classes; absent before it existed)
 
 
 def _finished(exp_show: list, prefix: str):
@@ -78,11 +80,16 @@ def _finished(exp_show: list, prefix: str):
                     yield name, params, metrics, baseline
 
 
+def labeled_draw(cover_classes: bool | None) -> str:
+    return COVERING_DRAW if cover_classes else RANDOM_DRAW
+
+
 def _run(name: str, params: dict, metrics: dict, commit: str, method: str) -> StudyRun:
     labeled = params["split"]["labeled"]
     return StudyRun(name=name, method=method, budget=ALL if labeled == ALL else str(metrics["labeled_images"]),
                     seed=int(params["train"]["seed"]), iterations=int(metrics["iterations"]),
-                    miou=float(metrics["miou"]), encoder=str(metrics.get("encoder", "")), commit=commit)
+                    miou=float(metrics["miou"]), encoder=str(metrics.get("encoder", "")), commit=commit,
+                    draw=labeled_draw(params["split"].get("cover_classes")))
 
 
 def study_runs(exp_show: list) -> list[StudyRun]:
@@ -119,7 +126,7 @@ def summarize_ablation(runs: list[StudyRun]) -> dict:
     in row order."""
     if not runs:
         raise PipelineError("dvc exp show: no finished ablation experiments (run `semivl-edge study --ablation`)")
-    for field in ("iterations", "budget"):
+    for field in ("iterations", "budget", "draw"):
         values = sorted({getattr(r, field) for r in runs})
         if len(values) > 1:
             raise PipelineError(f"dvc exp show: ablation experiments with different {field} ({values}); remove the "
@@ -129,14 +136,15 @@ def summarize_ablation(runs: list[StudyRun]) -> dict:
         done = sorted((r for r in runs if r.method == slug), key=lambda r: r.seed)
         if done:
             rows.append({"row": title, "miou": [round(r.miou, 2) for r in done], "encoder": done[0].encoder})
-    return {"iterations": runs[0].iterations, "labeled": runs[0].budget, "code": _commits(runs), "rows": rows}
+    return {"iterations": runs[0].iterations, "labeled": runs[0].budget, "draw": runs[0].draw, "code": _commits(runs),
+            "rows": rows}
 
 
 def ablation_markdown(summary: dict) -> str:
     lines = [f"# Ablation ({summary['labeled']} labeled images, {summary['iterations']} iterations per run)", "",
              "The paper's rows (SemiVL Table 4), one strategy added at a time, with the official code's text sources "
              "(semivl_edge.train.config). Best val mIoU (%), mean over seeds; change = against the row above."
-             + _code_line(summary), "",
+             + _draw_line(summary) + _code_line(summary), "",
              "| row | seeds | mIoU mean | spread | change | encoder |", "|---|---:|---:|---:|---:|---|"]
     previous = None
     for row in summary["rows"]:
@@ -165,11 +173,15 @@ def summarize(runs: list[StudyRun]) -> dict:
     if len(iterations) > 1:
         raise PipelineError(f"dvc exp show: study experiments of different lengths ({iterations} iterations); "
                             "remove the old ones with `dvc exp remove` or run the study at one length")
+    draws = sorted({r.draw for r in runs})
+    if len(draws) > 1:
+        raise PipelineError(f"dvc exp show: study experiments with different labeled draws ({draws}); remove the "
+                            "old ones with `dvc exp remove`")
     budgets: dict[str, dict[str, list[float]]] = {}
     for run in sorted(runs, key=lambda r: (r.seed, r.name)):
         budgets.setdefault(run.budget, {}).setdefault(run.method, []).append(round(run.miou, 2))
     order = sorted((b for b in budgets if b != ALL), key=int) + ([ALL] if ALL in budgets else [])
-    return {"iterations": iterations[0], "code": _commits(runs),
+    return {"iterations": iterations[0], "draw": draws[0], "code": _commits(runs),
             "budgets": {b: {m: budgets[b][m] for m in METHODS if m in budgets[b]} for b in order}}
 
 
@@ -183,6 +195,12 @@ def _code_line(summary: dict) -> str:
     return f" Code: commit {', '.join(commits)} (the experiments' baseline in `dvc exp show`)." if commits else ""
 
 
+def _draw_line(summary: dict) -> str:
+    draw = summary.get("draw", RANDOM_DRAW)
+    return (" Labeled images drawn to show every class first (split.cover_classes), then at random by the seed."
+            if draw == COVERING_DRAW else " Labeled images drawn at random by the seed.")
+
+
 def _mean(values: list[float]) -> float:
     return statistics.fmean(values)
 
@@ -190,7 +208,7 @@ def _mean(values: list[float]) -> float:
 def markdown(summary: dict) -> str:
     lines = [f"# Label-budget study ({summary['iterations']} iterations per run)", "",
              "Best val mIoU (%) on the embedded default, mean over seeds, spread = max - min; gain = mean minus "
-             "supervised's mean at the same budget." + _code_line(summary), "",
+             "supervised's mean at the same budget." + _draw_line(summary) + _code_line(summary), "",
              "| labeled images | method | seeds | mIoU mean | spread | gain over supervised |",
              "|---|---|---:|---:|---:|---:|"]
     for budget, methods in summary["budgets"].items():

@@ -35,6 +35,7 @@ VOC_PAPER = {
     "model.skip_blocks": [0, 4],
     "model.align_corners": True,
     "split.labeled": 92,
+    "split.cover_classes": False,             # the protocol's draw is uniformly random (or the official list)
     "train.method": "semivl",
     "train.iterations": "80 epochs",          # over the unlabeled set: 104,880 at 92 labels, batch 8
     "train.batch_size": 8,
@@ -70,6 +71,7 @@ EMBEDDED = {
     "model.skip_blocks": [0, 2],
     "model.align_corners": False,
     "split.labeled": 92,
+    "split.cover_classes": True,
     "train.method": "semivl",
     "train.iterations": 300,
     "train.batch_size": 8,

@@ -4,10 +4,11 @@
 1/115, 1/29, 1/7 of train_aug: 13, 50 and 209 of the embedded default's 1464), plus supervised with every pool
 image labeled (the bound), each with every seed (train.seed and split.seed). Each run is `dvc exp run train` with
 `-S` changes on top of params.yaml, named `study-<method>-<budget>-s<seed>`, so `dvc exp show`, `dvc params diff`
-and `dvc metrics show` work on every one of them. Runs already finished (found by name in `dvc exp show`) are
-not run again: a stopped study continues where it stopped. Then reports/study.{json,md} and
-reports/plots/study.png are written from `dvc exp show --json`. A study is never part of `dvc repro`; the
-workspace holds the last run's outputs afterwards (`dvc exp apply NAME` or `git checkout . && dvc checkout`).
+and `dvc metrics show` work on every one of them. Runs already finished (found by name in `dvc exp show`, at the
+same length and labeled draw) are not run again: a stopped study continues where it stopped. Then
+reports/study.{json,md} and reports/plots/study.png are written from `dvc exp show --json`. A study is never part
+of `dvc repro`; the workspace holds the last run's outputs afterwards (`dvc exp apply NAME` or
+`git checkout . && dvc checkout`).
 
 `--ablation` runs the paper's ablation rows instead (report.study.ABLATION_ROWS: UniMatch(ViT), + CLIP init,
 + spatial fine-tuning, + VLG decoder, + dense CLIP guidance by class names, + class definitions), at the first of
@@ -33,6 +34,7 @@ from ..report.study import (
     METHODS,
     PREFIX,
     ablation_runs,
+    labeled_draw,
     load_exp_show,
     study_runs,
     write_ablation,
@@ -116,16 +118,23 @@ def run(args: argparse.Namespace) -> None:
         raise PipelineError(f"--iterations must be >= 1, got {args.iterations}")
     if not Path("dvc.yaml").is_file():
         raise PipelineError("dvc.yaml not found: run the study from the project's root")
+    settings = dict(o.split("=", 1) for o in args.overrides if "=" in o)
     if args.ablation:
-        weights = dict(o.split("=", 1) for o in args.overrides if "=" in o).get(
-            "model.imagenet_weights", Params.load().get_str("model.imagenet_weights"))
+        weights = settings.get("model.imagenet_weights", Params.load().get_str("model.imagenet_weights"))
         planned = ablation_grid(args.iterations, args.seeds, args.overrides, args.budgets[0], weights)
         finished, write = ablation_runs, write_ablation
     else:
         planned = grid(args.iterations, args.seeds, args.overrides, args.budgets)
         finished, write = study_runs, write_study
     if not args.report_only:
-        done = {r.name for r in finished(_exp_show()) if r.iterations == args.iterations}
+        cover = settings.get("split.cover_classes", str(Params.load().get_bool("split.cover_classes")))
+        setting = (args.iterations, labeled_draw(cover.lower() == "true"))
+        earlier = {r.name: (r.iterations, r.draw) for r in finished(_exp_show())}
+        done = {name for name, ran in earlier.items() if ran == setting}
+        stale = [name for name, _ in planned if earlier.get(name, setting) != setting]
+        if stale and not args.dry_run:  # dvc refuses to reuse their names
+            raise PipelineError(f"study: {len(stale)} earlier experiments ran another setting under these names; "
+                                f"`dvc exp remove {' '.join(stale)}` first")
         for index, (name, changes) in enumerate(planned, start=1):
             command = dvc_command(name, changes)
             if args.dry_run:
