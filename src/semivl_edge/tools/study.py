@@ -118,16 +118,16 @@ def run(args: argparse.Namespace) -> None:
         raise PipelineError(f"--iterations must be >= 1, got {args.iterations}")
     if not Path("dvc.yaml").is_file():
         raise PipelineError("dvc.yaml not found: run the study from the project's root")
-    settings = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+    settings, params = dict(o.split("=", 1) for o in args.overrides if "=" in o), Params.load()
     if args.ablation:
-        weights = settings.get("model.imagenet_weights", Params.load().get_str("model.imagenet_weights"))
+        weights = settings.get("model.imagenet_weights", params.get_str("model.imagenet_weights"))
         planned = ablation_grid(args.iterations, args.seeds, args.overrides, args.budgets[0], weights)
         finished, write = ablation_runs, write_ablation
     else:
         planned = grid(args.iterations, args.seeds, args.overrides, args.budgets)
         finished, write = study_runs, write_study
     if not args.report_only:
-        cover = settings.get("split.cover_classes", str(Params.load().get_bool("split.cover_classes")))
+        cover = settings.get("split.cover_classes", str(params.get_bool("split.cover_classes")))
         setting = (args.iterations, labeled_draw(cover.lower() == "true"))
         earlier = {r.name: (r.iterations, r.draw) for r in finished(_exp_show())}
         done = {name for name, ran in earlier.items() if ran == setting}
