@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> None:
         raise PipelineError(f"--iterations must be >= 1, got {args.iterations}")
     if not Path("dvc.yaml").is_file():
         raise PipelineError("dvc.yaml not found: run the study from the project's root")
-    settings, params = dict(o.split("=", 1) for o in args.overrides if "=" in o), Params.load()
+    settings = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+    params = Params.load()
     if args.ablation:
         weights = settings.get("model.imagenet_weights", params.get_str("model.imagenet_weights"))
         planned = ablation_grid(args.iterations, args.seeds, args.overrides, args.budgets[0], weights)
